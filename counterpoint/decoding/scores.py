@@ -1,0 +1,95 @@
+"""The contrast score shared by every expert-vs-amateur decoder (transformers and vLLM backends).
+
+Plausible head (Li et al. 2022): ``V_head = {v : z_e(v) >= log(alpha) + max_w z_e(w)}`` on the
+expert's log-probabilities; outside it the score is ``-inf``. Inside it, one of two forms:
+
+* ``"difference"`` (Li et al. 2022): ``log p_e(v) - gamma * log p_a(v)``, the amateur at temperature
+  ``tau`` (their code: ``tau = 0.5``);
+* ``"beta"`` (O'Brien and Lewis 2023): ``(1 + beta) * z_e(v) - beta * z_a(v)``.
+
+Both are computed on log-probabilities in fp32. For the beta form that differs from raw logits by a
+per-row constant, which changes neither the argmax nor any softmax taken afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+__all__ = ["ContrastConfig", "contrast_scores", "plausible_head"]
+
+Form = Literal["difference", "beta"]
+
+
+@dataclass(frozen=True)
+class ContrastConfig:
+    """How expert and amateur views are combined. Validated on creation."""
+
+    form: Form = "beta"  # "difference" (Li et al.) or "beta" (O'Brien and Lewis)
+    alpha: float = 0.1  # plausibility threshold, in (0, 1]; 1 keeps the expert's argmax only
+    beta: float = 0.5  # beta form: weight of the contrast, >= 0; 0 gives the expert alone
+    gamma: float = 1.0  # difference form: weight of the amateur's log-probability, >= 0
+    tau: float = 1.0  # amateur temperature, > 0 (Li et al.'s code used 0.5)
+
+    def __post_init__(self) -> None:
+        if self.form not in ("difference", "beta"):
+            raise ValueError(f"form={self.form!r} is not a contrast form; use 'difference' or 'beta'")
+        if not (isinstance(self.alpha, (int, float)) and 0.0 < self.alpha <= 1.0):
+            raise ValueError(f"alpha={self.alpha!r} must be in (0, 1] (the plausibility threshold)")
+        if not self.beta >= 0.0:
+            raise ValueError(f"beta={self.beta!r} must be >= 0 (0 gives the expert alone)")
+        if not self.gamma >= 0.0:
+            raise ValueError(f"gamma={self.gamma!r} must be >= 0")
+        if not self.tau > 0.0:
+            raise ValueError(f"tau={self.tau!r} must be > 0 (the amateur's temperature)")
+
+
+def plausible_head(expert_logprobs: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Boolean mask of the expert's plausible head.
+
+    Args:
+        expert_logprobs: ``(B, V)`` log-probabilities (or logits: the set is shift invariant).
+        alpha: threshold in (0, 1].
+
+    Returns:
+        ``(B, V)`` bool, True where ``z(v) >= log(alpha) + max_w z(w)``. The argmax is always in.
+    """
+    cutoff = expert_logprobs.max(dim=-1, keepdim=True).values + math.log(alpha)
+    return expert_logprobs >= cutoff
+
+
+def contrast_scores(
+    expert_logits: torch.Tensor, amateur_logits: torch.Tensor, config: ContrastConfig
+) -> torch.Tensor:
+    """Score every token by expert vs amateur, ``-inf`` outside the expert's plausible head.
+
+    Args:
+        expert_logits: ``(B, V)`` expert logits (any float dtype).
+        amateur_logits: ``(B, V')`` amateur logits on the expert's device, ``V' >= V`` allowed when the
+            amateur's lm_head is padded past the tokenizer: the extra columns are dropped.
+            Columns the expert has and the amateur lacks are an error.
+
+    Returns:
+        ``(B, V)`` fp32 scores, a new tensor.
+    """
+    vocab = expert_logits.shape[-1]
+    if amateur_logits.shape[-1] < vocab:
+        raise ValueError(
+            f"amateur_logits has {amateur_logits.shape[-1]} columns but the expert has {vocab}: the amateur "
+            "must cover the expert's vocabulary"
+        )
+    if amateur_logits.shape[:-1] != expert_logits.shape[:-1]:
+        raise ValueError(
+            f"amateur_logits shape {tuple(amateur_logits.shape)} does not match expert_logits "
+            f"{tuple(expert_logits.shape)} outside the vocabulary dimension"
+        )
+    z_e = torch.log_softmax(expert_logits.float(), dim=-1)
+    z_a = torch.log_softmax(amateur_logits[..., :vocab].float().to(z_e.device) / config.tau, dim=-1)
+    if config.form == "difference":
+        scores = z_e - config.gamma * z_a
+    else:
+        scores = (1.0 + config.beta) * z_e - config.beta * z_a
+    return scores.masked_fill(~plausible_head(z_e, config.alpha), float("-inf"))

