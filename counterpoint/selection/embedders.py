@@ -47,12 +47,15 @@ class Embedder:
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if model is not None and not isinstance(model, str) and not callable(model):
-            if not hasattr(model, "encode"):
-                raise TypeError(
-                    f"embedder must be None, a model name, a SentenceTransformer or a callable from a "
-                    f"list of strings to a matrix; got {type(model).__name__}"
-                )
+        if (
+            model is not None
+            and not isinstance(model, str)
+            and not (callable(model) or hasattr(model, "encode"))
+        ):
+            raise TypeError(
+                f"embedder must be None, a model name, a SentenceTransformer or a callable from a "
+                f"list of strings to a matrix; got {type(model).__name__}"
+            )
         self._model = model
         self.batch_size = batch_size
         self.device = device

@@ -261,7 +261,7 @@ def _validate(pool, queries, k, method, query_key, balance_labels, max_tokens, t
 
     # Self-exclusion: pool entries with the query's id or exactly its text.
     exclude = []
-    for q, text in zip(qdicts, texts):
+    for q, text in zip(qdicts, texts, strict=False):
         banned: set[int] = set()
         if opts["exclude_self"]:
             banned.update(pool.indices_with_text(text))
@@ -317,9 +317,8 @@ def _check_method_kwargs(method: str, opts: dict[str, Any], k: int) -> None:
         positive_int("graph_k")
         if not float(opts["rho"]) > 1:
             raise ValueError(f"rho must be greater than 1, got {opts['rho']!r}")
-    elif method == "bm25":
-        if float(opts["k1"]) < 0 or not 0.0 <= float(opts["b"]) <= 1.0:
-            raise ValueError(f"bm25 needs k1 >= 0 and 0 <= b <= 1, got k1={opts['k1']!r}, b={opts['b']!r}")
+    elif method == "bm25" and (float(opts["k1"]) < 0 or not 0.0 <= float(opts["b"]) <= 1.0):
+        raise ValueError(f"bm25 needs k1 >= 0 and 0 <= b <= 1, got k1={opts['k1']!r}, b={opts['b']!r}")
 
 
 # ------------------------------------------------------------------------------------------ ranking
@@ -358,8 +357,12 @@ def _sorted_rankings(scores: torch.Tensor, idx: torch.Tensor) -> list[Ranking]:
     s, pos = scores.sort(dim=1, descending=True, stable=True)
     idx = idx.gather(1, pos)
     return [
-        [(int(i), float(v)) for i, v in zip(ri.tolist(), rs.tolist()) if v != float("-inf") and i >= 0]
-        for ri, rs in zip(idx, s)
+        [
+            (int(i), float(v))
+            for i, v in zip(ri.tolist(), rs.tolist(), strict=False)
+            if v != float("-inf") and i >= 0
+        ]
+        for ri, rs in zip(idx, s, strict=False)
     ]
 
 
@@ -396,7 +399,7 @@ def _rank(pool: DemoPool, req: _Request, seed: int) -> list[Ranking]:
         if req.label_ids is None:
             fetch = min(k + extra, len(pool))
             docs, sc = bm25_rankings(retriever, req.texts, fetch, stopwords=opts["stopwords"])
-            return [list(zip(d.tolist(), s.tolist())) for d, s in zip(docs, sc)]
+            return [list(zip(d.tolist(), s.tolist(), strict=False)) for d, s in zip(docs, sc, strict=False)]
         parts_i, parts_s = [], []
         for lab in range(req.n_labels):
             mask = (req.label_ids == lab).astype(np.float32)
@@ -426,11 +429,13 @@ def _rank(pool: DemoPool, req: _Request, seed: int) -> list[Ranking]:
         need = k + len(req.exclude[qi])
         while True:
             vote.extend(need)
-            picks = _take([(i, s) for i, s in zip(vote.order, vote.scores)], req, qi, strict=False)
+            picks = _take(
+                [(i, s) for i, s in zip(vote.order, vote.scores, strict=False)], req, qi, strict=False
+            )
             if len(picks) == k or len(vote.order) == len(pool):
                 break
             need *= 2
-        rankings.append(list(zip(vote.order, vote.scores)))
+        rankings.append(list(zip(vote.order, vote.scores, strict=False)))
     return rankings
 
 
