@@ -22,7 +22,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["VoteK", "bm25_rankings", "dpp_greedy", "dpp_kernel", "mmr_greedy", "random_rankings"]
+__all__ = [
+    "VoteK",
+    "bm25_full_scores",
+    "bm25_rankings",
+    "dpp_greedy",
+    "dpp_kernel",
+    "mmr_greedy",
+    "random_rankings",
+]
 
 # Greedy DPP stops adding diversity once the best marginal gain (a squared distance in the kernel's
 # feature space) falls below this; the remaining picks then follow relevance. Chen et al. use 1e-10.
@@ -213,6 +221,20 @@ def bm25_rankings(
     tokens = bm25s.tokenize(list(queries), stopwords=stopwords, return_ids=False, show_progress=False)
     docs, scores = retriever.retrieve(tokens, k=k, show_progress=False, weight_mask=weight_mask, n_threads=1)
     return np.asarray(docs, dtype=np.int64), np.asarray(scores, dtype=np.float32)
+
+
+def bm25_full_scores(retriever: Any, queries: Sequence[str], *, stopwords: str | list[str] | None = "en"):
+    """BM25 score of every pool entry for each query, one query at a time: yields ``(N,)`` arrays."""
+    import bm25s
+
+    tokens = bm25s.tokenize(list(queries), stopwords=stopwords, return_ids=False, show_progress=False)
+    vocab = retriever.vocab_dict
+    for query in tokens:
+        known = [t for t in query if t in vocab]  # words the pool never uses score 0 everywhere
+        if known:
+            yield np.asarray(retriever.get_scores(known), dtype=np.float32)
+        else:
+            yield np.zeros(retriever.scores["num_docs"], dtype=np.float32)
 
 
 def random_rankings(n: int, n_queries: int, length: int, rng: np.random.Generator) -> np.ndarray:

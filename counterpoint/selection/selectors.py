@@ -21,6 +21,7 @@ import torch
 
 from counterpoint.selection.methods import (
     VoteK,
+    bm25_full_scores,
     bm25_rankings,
     dpp_greedy,
     dpp_kernel,
@@ -400,21 +401,14 @@ def _rank(pool: DemoPool, req: _Request, seed: int) -> list[Ranking]:
             fetch = min(k + extra, len(pool))
             docs, sc = bm25_rankings(retriever, req.texts, fetch, stopwords=opts["stopwords"])
             return [list(zip(d.tolist(), s.tolist(), strict=False)) for d, s in zip(docs, sc, strict=False)]
-        parts_i, parts_s = [], []
-        for lab in range(req.n_labels):
-            mask = (req.label_ids == lab).astype(np.float32)
-            docs, sc = bm25_rankings(
-                retriever,
-                req.texts,
-                min(req.cap + extra, len(pool)),
-                weight_mask=mask,
-                stopwords=opts["stopwords"],
-            )
-            # bm25s may pad with other labels' documents at score 0: keep this label's only.
-            ok = req.label_ids[docs] == lab
-            parts_i.append(torch.from_numpy(np.where(ok, docs, -1)))
-            parts_s.append(torch.from_numpy(np.where(ok, sc, -np.inf).astype(np.float32)))
-        return _sorted_rankings(torch.cat(parts_s, 1), torch.cat(parts_i, 1))
+        # With label quotas walk each query's full ranking (score, then index), so every label's best
+        # examples are there however few words match.
+        scores = bm25_full_scores(retriever, req.texts, stopwords=opts["stopwords"])
+        rankings = []
+        for row in scores:
+            order = np.lexsort((np.arange(len(row)), -row))
+            rankings.append([(int(i), float(row[i])) for i in order])
+        return rankings
 
     if method == "random":
         rng = np.random.default_rng(seed)
