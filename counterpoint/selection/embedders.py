@@ -133,7 +133,13 @@ class Embedder:
             out = fn(batch[s : s + self.batch_size])
             if isinstance(out, torch.Tensor):
                 out = out.detach().float().cpu().numpy()
-            parts.append(np.asarray(out, dtype=np.float32).reshape(len(batch[s : s + self.batch_size]), -1))
+            part = np.asarray(out, dtype=np.float32)
+            n = len(batch[s : s + self.batch_size])
+            if part.ndim != 2 or part.shape[0] != n:
+                raise ValueError(
+                    f"the embedder returned shape {tuple(part.shape)} for {n} texts; expected ({n}, D)"
+                )
+            parts.append(part)
         return np.concatenate(parts, axis=0)
 
 

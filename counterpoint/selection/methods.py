@@ -172,7 +172,8 @@ class VoteK:
     diverse, representative subset for every query (or for annotation).
 
     Args:
-        neighbours: ``(N, g)`` each example's nearest neighbours (not itself), from the pool's search.
+        neighbours: ``(N, g)`` each example's nearest neighbours (not itself), from the pool's search
+            (``-1`` for a missing one).
         rho: discount per already-covered vote (the paper's 10).
     """
 
@@ -180,8 +181,11 @@ class VoteK:
         n, g = neighbours.shape
         self.neighbours = neighbours
         self.rho = float(rho)
-        self.voters_of = neighbours.reshape(-1)  # (N*g,) candidate voted for, voter v at v*g..v*g+g-1
-        self.voter_ids = torch.arange(n).repeat_interleave(g)  # (N*g,)
+        # One entry per vote: who votes (voter_ids) for whom (voters_of). An approximate index may
+        # leave a neighbour missing (-1): that vote is not cast.
+        cast = neighbours.reshape(-1) >= 0
+        self.voters_of = neighbours.reshape(-1)[cast]  # (votes,)
+        self.voter_ids = torch.arange(n).repeat_interleave(g)[cast]  # (votes,)
         self.times = torch.zeros(n, dtype=torch.float64)  # per voter: picked examples it voted for
         self.picked = torch.zeros(n, dtype=torch.bool)
         self.order: list[int] = []
