@@ -80,11 +80,18 @@ class Embedder:
         card = getattr(getattr(self._model, "model_card_data", None), "base_model", None)
         return str(card or type(self._model).__name__)
 
-    def encode(self, texts: str | Sequence[str], *, show_progress_bar: bool | None = None) -> np.ndarray:
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+    ) -> np.ndarray:
         """Embed texts.
 
         Args:
             texts: one string (gives a vector ``(D,)``) or a list of ``N`` strings (gives ``(N, D)``).
+            batch_size: overrides the embedder's ``batch_size`` for this call.
             show_progress_bar: ``None`` shows one for long inputs only.
 
         Returns:
@@ -97,18 +104,19 @@ class Embedder:
             raise ValueError("texts is empty: nothing to embed")
         if show_progress_bar is None:
             show_progress_bar = len(batch) >= _PROGRESS_THRESHOLD
+        batch_size = batch_size or self.batch_size
         model = self.model
         if hasattr(model, "encode") and not isinstance(model, Embedder):
             out = model.encode(
                 batch,
-                batch_size=self.batch_size,
+                batch_size=batch_size,
                 show_progress_bar=show_progress_bar,
                 convert_to_numpy=True,
                 normalize_embeddings=self.normalize_embeddings,
             )
             matrix = np.asarray(out, dtype=np.float32)
         else:
-            matrix = self._call_in_batches(model, batch, show_progress_bar)
+            matrix = self._call_in_batches(model, batch, batch_size, show_progress_bar)
         if matrix.ndim != 2 or matrix.shape[0] != len(batch):
             raise ValueError(
                 f"the embedder returned shape {tuple(matrix.shape)} for {len(batch)} texts; "
@@ -121,20 +129,20 @@ class Embedder:
         return matrix[0] if single else matrix
 
     def _call_in_batches(
-        self, fn: Callable[[list[str]], Any], batch: list[str], progress: bool
+        self, fn: Callable[[list[str]], Any], batch: list[str], batch_size: int, progress: bool
     ) -> np.ndarray:
-        starts = range(0, len(batch), self.batch_size)
+        starts = range(0, len(batch), batch_size)
         if progress:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="Embedding")
         parts = []
         for s in starts:
-            out = fn(batch[s : s + self.batch_size])
+            out = fn(batch[s : s + batch_size])
             if isinstance(out, torch.Tensor):
                 out = out.detach().float().cpu().numpy()
             part = np.asarray(out, dtype=np.float32)
-            n = len(batch[s : s + self.batch_size])
+            n = len(batch[s : s + batch_size])
             if part.ndim != 2 or part.shape[0] != n:
                 raise ValueError(
                     f"the embedder returned shape {tuple(part.shape)} for {n} texts; expected ({n}, D)"

@@ -323,9 +323,9 @@ class DemoPool:
         self.index, self.index_config = None, None
         return self
 
-    def embed_queries(self, texts: Sequence[str]) -> torch.Tensor:
+    def embed_queries(self, texts: Sequence[str], *, batch_size: int | None = None) -> torch.Tensor:
         """Embed query texts with the pool's embedder: ``(Q, D)`` float32."""
-        return self.check_query_embeddings(self.embedder.encode(list(texts)))
+        return self.check_query_embeddings(self.embedder.encode(list(texts), batch_size=batch_size))
 
     def check_query_embeddings(self, embeddings: Any) -> torch.Tensor:
         """Turn query embeddings into a ``(Q, D)`` float32 tensor of unit rows, checking ``D``."""

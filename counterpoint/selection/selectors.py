@@ -334,8 +334,7 @@ def _query_embeddings(pool: DemoPool, req: _Request) -> torch.Tensor:
                 f"query_embeddings has {emb.shape[0]} rows for {len(req.queries)} queries; pass one row a query"
             )
         return emb
-    pool.embedder.batch_size = req.kwargs["batch_size"]
-    return pool.embed_queries(req.texts)
+    return pool.embed_queries(req.texts, batch_size=req.kwargs["batch_size"])
 
 
 def _label_subsets(req: _Request) -> list[np.ndarray]:
