@@ -1,5 +1,23 @@
 """Contrastive decoding strategies: contrastive search and the expert-vs-amateur family."""
 
+from counterpoint.decoding.contrast_generate import contrastive_decoding, input_contrast, layer_contrast
+from counterpoint.decoding.processors import (
+    ContrastLogitsProcessor,
+    InputContrast,
+    LayerContrast,
+    ModelContrast,
+)
 from counterpoint.decoding.scores import ContrastConfig, contrast_scores, plausible_head
 
-__all__ = ["ContrastConfig", "contrast_scores", "plausible_head"]
+__all__ = [
+    "ContrastConfig",
+    "ContrastLogitsProcessor",
+    "InputContrast",
+    "LayerContrast",
+    "ModelContrast",
+    "contrast_scores",
+    "contrastive_decoding",
+    "input_contrast",
+    "layer_contrast",
+    "plausible_head",
+]
