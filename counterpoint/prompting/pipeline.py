@@ -185,7 +185,9 @@ def generate_texts(
         max_new_tokens: generated tokens per prompt at most.
         batch_size: prompts per ``generate`` call.
         seed: ``torch.manual_seed(seed + b)`` before batch ``b`` of the plan over *all* prompts, so a
-            resumed run (``skip``) samples each remaining batch as the full run did. ``None``: unseeded.
+            resumed run (``skip``) samples each untouched batch as the full run did (a batch that was
+            partly skipped is generated with fewer rows, so under sampling its rows may differ).
+            ``None``: unseeded.
         add_special_tokens: passed to the tokenizer (``False`` for chat-rendered prompts).
         skip: indices not to generate (already done); the batch plan is the same as without them.
         streamer: a transformers streamer, used when there is one prompt to do and the strategy
