@@ -15,17 +15,11 @@ from typing import Any
 import click
 
 from counterpoint import __version__
+from counterpoint.models import ModelNotInstalledError
 
 # What a user error looks like when it comes out of the library: turned into one "Error:" line.
-_USER_ERRORS = (
-    ValueError,
-    KeyError,
-    TypeError,
-    FileNotFoundError,
-    FileExistsError,
-    ImportError,
-    RuntimeError,
-)
+# TypeError and other RuntimeErrors are left alone: from here they would be bugs, worth a traceback.
+_USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError, ModelNotInstalledError)
 
 METHODS = ("knn", "mmr", "dpp", "bm25", "random", "vote-k")
 # Selection methods that match by embedding (the embedder is loaded only for these).
