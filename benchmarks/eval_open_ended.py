@@ -259,6 +259,10 @@ def verdicts(rows: dict[str, Row]) -> list[str]:
         "argmax costs it more coherence"
     )
     lines = []
+    if not any(n in rows for n in ("contrastive_search", "layer_contrast", "contrastive_decoding")):
+        return [
+            "- No strategy the claim is about was run (contrastive_search, layer_contrast, contrastive_decoding)."
+        ]
     for name in ("contrastive_search", "layer_contrast", "contrastive_decoding"):
         row = rows.get(name)
         if row is None:
