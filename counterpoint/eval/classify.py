@@ -1,0 +1,236 @@
+"""Few-shot classification accuracy: verbalizer scoring and exact match of a generated label.
+
+Two ways to read a label off a causal LM, both batched with left padding:
+
+* :func:`verbalizer_scores` / :func:`verbalizer_predict`: for each prompt and each label's verbalizer
+  (e.g. ``" positive"``), the summed log-probability of the verbalizer's tokens given the prompt; the
+  prediction is the label with the highest score. The prompt is run once; when a verbalizer has more
+  than one token, its remaining tokens are scored on a copy of the prompt's KV cache, one row per
+  label.
+* :func:`generate_labels` and :func:`exact_match`: greedy-generate a few tokens and compare the first
+  line, normalized, to the gold label string.
+
+Tokenization: the prompt and each verbalizer are tokenized separately (the verbalizer without special
+tokens) and concatenated, so put the separating space in the verbalizer (``" positive"``), not at the
+end of the prompt.
+
+Example:
+    >>> model, tok = load_language_model()
+    >>> verbalizer_predict(model, tok, ["Review: great fun.\\nSentiment:"], [" negative", " positive"])
+    [1]
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = [
+    "accuracy",
+    "continuation_logprobs",
+    "exact_match",
+    "generate_labels",
+    "normalize_label",
+    "verbalizer_predict",
+    "verbalizer_scores",
+]
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+
+
+def _left_pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long, device=device)
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    continuation_ids: Sequence[Sequence[int]],
+    *,
+    pad_token_id: int = 0,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """Summed log-probability of every continuation after every prompt.
+
+    Args:
+        model: a causal LM (``model(input_ids, attention_mask, position_ids, past_key_values,
+            use_cache)`` returning ``.logits`` and ``.past_key_values``).
+        prompt_ids: N prompts as token-id lists (each non-empty).
+        continuation_ids: L continuations as token-id lists (each non-empty).
+        pad_token_id: id used for padding; padded positions are masked, so any id works.
+        batch_size: prompts per forward pass.
+
+    Returns:
+        ``(N, L)`` fp32 tensor on CPU: ``log p(c_1..c_m | prompt) = sum_j log p(c_j | prompt, c_<j)``.
+    """
+    _check_batch_size(batch_size)
+    if len(continuation_ids) == 0:
+        raise ValueError("continuation_ids is empty; pass at least one continuation (one per label)")
+    for name, rows in (("prompt_ids", prompt_ids), ("continuation_ids", continuation_ids)):
+        for i, r in enumerate(rows):
+            if len(r) == 0:
+                raise ValueError(
+                    f"{name}[{i}] is empty; every prompt and continuation needs at least one token"
+                )
+    n_labels = len(continuation_ids)
+    first = torch.tensor([c[0] for c in continuation_ids])  # (L,)
+    longest = max(len(c) for c in continuation_ids)
+    device = next(model.parameters()).device
+    out = torch.empty((len(prompt_ids), n_labels), dtype=torch.float32)
+
+    for start in range(0, len(prompt_ids), batch_size):
+        rows = prompt_ids[start : start + batch_size]
+        b = len(rows)
+        ids, mask = _left_pad(rows, pad_token_id, device)  # (b, T)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
+        res = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=longest > 1)
+        last = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1).cpu()  # (b, V)
+        scores = last[:, first]  # (b, L): log p(c_1 | prompt)
+
+        if longest > 1:
+            # Score c_2..c_m: one row per (prompt, label), on the prompt's cache repeated L times.
+            cache = res.past_key_values
+            cache.batch_repeat_interleave(n_labels)
+            steps = longest - 1
+            cont = torch.full((b * n_labels, steps), pad_token_id, dtype=torch.long)  # inputs c_1..c_{m-1}
+            target = torch.zeros((b * n_labels, steps), dtype=torch.long)  # targets c_2..c_m
+            valid = torch.zeros((b * n_labels, steps), dtype=torch.bool)
+            for r in range(b):
+                for lab, c in enumerate(continuation_ids):
+                    m = len(c) - 1
+                    cont[r * n_labels + lab, :m] = torch.tensor(c[:-1])
+                    target[r * n_labels + lab, :m] = torch.tensor(c[1:])
+                    valid[r * n_labels + lab, :m] = True
+            # Padding after a short continuation sits to its right, so it never affects the scored
+            # positions; mark it as real in the mask to keep the mask's shape simple.
+            full_mask = torch.cat(
+                [mask.repeat_interleave(n_labels, dim=0), torch.ones_like(cont, device=device)], dim=1
+            )
+            start_pos = mask.sum(-1).repeat_interleave(n_labels).unsqueeze(1)  # (b*L, 1)
+            cont_pos = start_pos + torch.arange(steps, device=device)  # (b*L, steps)
+            res2 = model(
+                input_ids=cont.to(device),
+                attention_mask=full_mask,
+                position_ids=cont_pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logp = torch.log_softmax(res2.logits.float(), dim=-1).cpu()  # (b*L, steps, V)
+            picked = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (b*L, steps)
+            rest = (picked * valid).sum(-1).view(b, n_labels)  # (b, L)
+            scores = scores + rest
+        out[start : start + b] = scores
+    return out
+
+
+def _tokenize_verbalizers(tokenizer: Any, verbalizers: Sequence[str]) -> list[list[int]]:
+    if isinstance(verbalizers, str) or len(verbalizers) < 2:
+        raise ValueError(f"verbalizers={verbalizers!r} must be a list of at least two label strings")
+    ids = [tokenizer(v, add_special_tokens=False)["input_ids"] for v in verbalizers]
+    for v, i in zip(verbalizers, ids, strict=True):
+        if not i:
+            raise ValueError(f"verbalizer {v!r} tokenizes to no tokens; use a non-empty label string")
+    return ids
+
+
+def verbalizer_scores(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    verbalizers: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """``(N, L)`` summed log-probability of each verbalizer (L labels) after each prompt (N prompts)."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string")
+    _check_batch_size(batch_size)
+    cont = _tokenize_verbalizers(tokenizer, verbalizers)
+    prompt_ids = [tokenizer(p)["input_ids"] for p in prompts]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return continuation_logprobs(model, prompt_ids, cont, pad_token_id=pad, batch_size=batch_size)
+
+
+def verbalizer_predict(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    verbalizers: Sequence[str],
+    *,
+    batch_size: int = 8,
+) -> list[int]:
+    """Index of the highest-scoring verbalizer for each prompt (ties go to the lower index)."""
+    return (
+        verbalizer_scores(model, tokenizer, prompts, verbalizers, batch_size=batch_size).argmax(-1).tolist()
+    )
+
+
+def accuracy(predictions: Sequence[Any], gold: Sequence[Any]) -> float:
+    """Share of positions where ``predictions[i] == gold[i]``."""
+    if len(predictions) != len(gold):
+        raise ValueError(f"predictions has {len(predictions)} items but gold has {len(gold)}")
+    if not gold:
+        raise ValueError("gold is empty; accuracy of nothing is undefined")
+    return sum(p == g for p, g in zip(predictions, gold, strict=True)) / len(gold)
+
+
+_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def normalize_label(text: str) -> str:
+    """First non-empty line, lower-cased, punctuation removed, whitespace collapsed."""
+    line = next((ln for ln in text.strip().splitlines() if ln.strip()), "")
+    return " ".join(_PUNCT.sub(" ", line.lower()).split())
+
+
+@torch.no_grad()
+def generate_labels(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 4,
+    batch_size: int = 8,
+) -> list[str]:
+    """Greedy-generate up to ``max_new_tokens`` after each prompt; returns the decoded new text."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string")
+    _check_batch_size(batch_size)
+    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
+        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
+    device = next(model.parameters()).device
+    texts: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        rows = [tokenizer(p)["input_ids"] for p in prompts[start : start + batch_size]]
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids, mask = _left_pad(rows, pad, device)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+        )
+        texts.extend(tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True))
+    return texts
+
+
+def exact_match(generated: Sequence[str], gold_labels: Sequence[str]) -> float:
+    """Share of generations whose :func:`normalize_label` equals the gold label's."""
+    return accuracy([normalize_label(g) for g in generated], [normalize_label(g) for g in gold_labels])
