@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -78,10 +79,21 @@ def contrast_extra_args(config: ContrastConfig) -> dict[str, dict[str, Any]]:
 
 
 def parse_contrast_args(extra_args: Mapping[str, Any] | None) -> ContrastConfig | None:
-    """A request's contrast settings, ``None`` when it has none; ``ValueError`` when they are bad."""
+    """A request's contrast settings, ``None`` when it has none; ``ValueError`` when they are bad.
+
+    The value under ``"counterpoint_contrast"`` is a dict of :class:`ContrastConfig` fields, or the
+    same dict as JSON text (what ``vllm serve``'s ``vllm_xargs`` can carry).
+    """
     if not extra_args or CONTRAST_EXTRA_ARGS_KEY not in extra_args:
         return None
     raw = extra_args[CONTRAST_EXTRA_ARGS_KEY]
+    if isinstance(raw, str):  # the OpenAI server's vllm_xargs carries only flat values: JSON text
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"extra_args[{CONTRAST_EXTRA_ARGS_KEY!r}]={raw!r} is not valid JSON ({e.msg})"
+            ) from None
     if not isinstance(raw, Mapping):
         raise ValueError(
             f"extra_args[{CONTRAST_EXTRA_ARGS_KEY!r}]={raw!r} must be a dict of ContrastConfig fields "

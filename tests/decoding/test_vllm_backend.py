@@ -217,6 +217,9 @@ def test_aborted_request_leaves_the_others_correct(models, vllm_run):
 def test_extra_args_round_trip_and_errors():
     config = ContrastConfig(form="difference", alpha=0.2, gamma=0.7, tau=0.5)
     assert parse_contrast_args(contrast_extra_args(config)) == config
+    assert parse_contrast_args({"counterpoint_contrast": '{"beta": 0.25}'}) == ContrastConfig(beta=0.25)
+    with pytest.raises(ValueError, match=r"is not valid JSON"):
+        parse_contrast_args({"counterpoint_contrast": "{beta"})
     assert parse_contrast_args(None) is None
     assert parse_contrast_args({"other": 1}) is None
     with pytest.raises(ValueError, match=r"unknown keys \['bta'\]; valid keys are \['form', 'alpha'"):
