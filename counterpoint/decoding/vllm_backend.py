@@ -156,7 +156,9 @@ class VllmOutput:
     token_ids: tuple[int, ...]
 
 
-def _check_strategy(strategy: str, amateur: Any, contrast: ContrastConfig | None, num_beams: int) -> None:
+def _check_strategy(
+    strategy: str, amateur: Any, contrast: ContrastConfig | None, num_beams: int, engine_given: bool
+) -> None:
     if strategy in _TRANSFORMERS_ONLY:
         raise ValueError(
             f"strategy={strategy!r} cannot run on the vLLM backend: {_TRANSFORMERS_ONLY[strategy]}, "
@@ -167,7 +169,7 @@ def _check_strategy(strategy: str, amateur: Any, contrast: ContrastConfig | None
             f"strategy={strategy!r} is not a strategy; the vLLM backend runs {list(VLLM_STRATEGIES)}"
         )
     if strategy == "contrastive_decoding":
-        if amateur is None:
+        if amateur is None and not engine_given:  # a given engine names its amateur itself
             raise ValueError(
                 "strategy='contrastive_decoding' needs amateur=<path of a small model sharing the tokenizer>"
             )
@@ -229,7 +231,7 @@ def generate_vllm(
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be >= 1")
     if temperature is not None and temperature < 0:
         raise ValueError(f"temperature={temperature!r} must be >= 0 (0 means argmax)")
-    _check_strategy(strategy, amateur if llm is None else amateur or "engine", contrast, num_beams)
+    _check_strategy(strategy, amateur, contrast, num_beams, engine_given=llm is not None)
     vllm = require_vllm()
     if llm is None:
         llm = build_llm(model_path, amateur=amateur, dtype=dtype, seed=seed, **dict(llm_kwargs or {}))
