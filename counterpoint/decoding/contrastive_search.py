@@ -102,7 +102,15 @@ def contrastive_search(
         )
     _validate_generation_config(generation_config, synced_gpus, model_kwargs)
     return _contrastive_search_loop(
-        model, input_ids, logits_processor, stopping_criteria, generation_config, streamer, alpha, k, model_kwargs
+        model,
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        streamer,
+        alpha,
+        k,
+        model_kwargs,
     )
 
 
@@ -130,9 +138,13 @@ def _validate_generation_config(config: GenerationConfig, synced_gpus: bool, mod
     if config.do_sample:
         raise ValueError("do_sample=True does not apply: contrastive search is deterministic; leave it False")
     if config.num_beams not in (None, 1):
-        raise ValueError(f"num_beams={config.num_beams} does not apply to contrastive search; use num_beams=1")
+        raise ValueError(
+            f"num_beams={config.num_beams} does not apply to contrastive search; use num_beams=1"
+        )
     if (config.num_return_sequences or 1) != 1:
-        raise ValueError(f"num_return_sequences={config.num_return_sequences}: contrastive search returns one")
+        raise ValueError(
+            f"num_return_sequences={config.num_return_sequences}: contrastive search returns one"
+        )
     if config.output_attentions or config.output_hidden_states:
         raise ValueError(
             "output_attentions / output_hidden_states are not returned by contrastive_search; "
@@ -181,7 +193,9 @@ def _contrastive_search_loop(
 
     return_dict = generation_config.return_dict_in_generate
     scores: tuple[torch.Tensor, ...] | None = () if return_dict and generation_config.output_scores else None
-    raw_logits: tuple[torch.Tensor, ...] | None = () if return_dict and generation_config.output_logits else None
+    raw_logits: tuple[torch.Tensor, ...] | None = (
+        () if return_dict and generation_config.output_logits else None
+    )
 
     # Prefill: hidden states of every prompt position (the context of the penalty) and the cache.
     out = base(

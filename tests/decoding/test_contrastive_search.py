@@ -23,7 +23,7 @@ def naive_contrastive_search(model, prompt, alpha, k, max_new_tokens, eos_id=Non
         top_p, top_v = probs.topk(k)
         context = F.normalize(model.base_model(ids).last_hidden_state[0], dim=-1)  # (T, H)
         best, best_score = None, None
-        for p, v in zip(top_p.tolist(), top_v.tolist()):
+        for p, v in zip(top_p.tolist(), top_v.tolist(), strict=True):
             h = model.base_model(torch.tensor([seq + [v]])).last_hidden_state[0, -1]
             penalty = (context @ F.normalize(h, dim=-1)).max().item()
             score = (1 - alpha) * p - alpha * penalty
@@ -38,8 +38,12 @@ def naive_contrastive_search(model, prompt, alpha, k, max_new_tokens, eos_id=Non
 def ours(model, prompts, alpha=0.6, k=4, max_new_tokens=12, **kwargs):
     batch = left_padded_batch(prompts)
     out = model.generate(
-        **batch, custom_generate=contrastive_search, penalty_alpha=alpha, top_k=k,
-        max_new_tokens=max_new_tokens, **kwargs,
+        **batch,
+        custom_generate=contrastive_search,
+        penalty_alpha=alpha,
+        top_k=k,
+        max_new_tokens=max_new_tokens,
+        **kwargs,
     )
     width = batch["input_ids"].shape[1]
     return [row[width:].tolist() for row in out]
@@ -56,7 +60,7 @@ def test_matches_naive_reference_token_for_token(arch, alpha, k):
     model = MODELS[arch](seed=1)
     model.generation_config.eos_token_id = None  # run the full length: more steps compared
     got = ours(model, MIXED_PROMPTS, alpha=alpha, k=k, max_new_tokens=12)
-    for prompt, row in zip(MIXED_PROMPTS, got):
+    for prompt, row in zip(MIXED_PROMPTS, got, strict=True):
         assert row == naive_contrastive_search(model, prompt, alpha, k, 12)
 
 
@@ -68,7 +72,7 @@ def test_batch_equals_each_row_alone_and_finished_rows_are_padded(arch):
         head = model.get_output_embeddings()
         head.weight[EOS_ID] += 0.05 * head.weight[5]
     batch_rows = ours(model, MIXED_PROMPTS, max_new_tokens=16)
-    for prompt, row in zip(MIXED_PROMPTS, batch_rows):
+    for prompt, row in zip(MIXED_PROMPTS, batch_rows, strict=True):
         alone = ours(model, [prompt], max_new_tokens=16)[0]
         assert strip_pad(row) == alone
         assert row[len(alone) :] == [PAD_ID] * (len(row) - len(alone))
@@ -81,8 +85,9 @@ def test_alpha_zero_or_k_one_is_greedy(arch, alpha, k):
     model = MODELS[arch](seed=3)
     batch = left_padded_batch(MIXED_PROMPTS)
     greedy = model.generate(**batch, do_sample=False, max_new_tokens=10)
-    got = model.generate(**batch, custom_generate=contrastive_search, penalty_alpha=alpha, top_k=k,
-                         max_new_tokens=10)
+    got = model.generate(
+        **batch, custom_generate=contrastive_search, penalty_alpha=alpha, top_k=k, max_new_tokens=10
+    )
     assert torch.equal(got, greedy)
 
 
@@ -98,9 +103,17 @@ def test_logits_processors_shape_the_candidates():
 def test_return_dict_scores_and_stop_rules():
     model = tiny_llama(seed=5)
     batch = left_padded_batch(MIXED_PROMPTS)
-    out = model.generate(**batch, custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4,
-                         max_new_tokens=7, return_dict_in_generate=True, output_scores=True,
-                         output_logits=True, eos_token_id=None)
+    out = model.generate(
+        **batch,
+        custom_generate=contrastive_search,
+        penalty_alpha=0.6,
+        top_k=4,
+        max_new_tokens=7,
+        return_dict_in_generate=True,
+        output_scores=True,
+        output_logits=True,
+        eos_token_id=None,
+    )
     width = batch["input_ids"].shape[1]
     assert out.sequences.shape == (3, width + 7)
     assert len(out.scores) == 7 and out.scores[0].shape == (3, model.config.vocab_size)
@@ -114,10 +127,17 @@ def test_return_dict_scores_and_stop_rules():
 def test_direct_call_equals_generate():
     model = tiny_gpt2(seed=6)
     batch = left_padded_batch(MIXED_PROMPTS)
-    via_generate = model.generate(**batch, custom_generate=contrastive_search, penalty_alpha=0.5, top_k=3,
-                                  max_new_tokens=8)
-    direct = contrastive_search(model, batch["input_ids"], attention_mask=batch["attention_mask"],
-                                penalty_alpha=0.5, top_k=3, max_new_tokens=8)
+    via_generate = model.generate(
+        **batch, custom_generate=contrastive_search, penalty_alpha=0.5, top_k=3, max_new_tokens=8
+    )
+    direct = contrastive_search(
+        model,
+        batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        penalty_alpha=0.5,
+        top_k=3,
+        max_new_tokens=8,
+    )
     assert torch.equal(direct, via_generate)
 
 
@@ -132,10 +152,16 @@ def test_streaming_delivers_the_same_tokens():
     model.generation_config.eos_token_id = None
     streamer = TextIteratorStreamer(IdTokenizer(), skip_prompt=True)
     prompt = torch.tensor([MIXED_PROMPTS[0]])
-    out = model.generate(prompt, custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4,
-                         max_new_tokens=9, streamer=streamer)
+    out = model.generate(
+        prompt,
+        custom_generate=contrastive_search,
+        penalty_alpha=0.6,
+        top_k=4,
+        max_new_tokens=9,
+        streamer=streamer,
+    )
     streamed = "".join(streamer)  # the loop ran to completion before we read, so the queue is full
-    assert streamed == "".join(f"<{i}>" for i in out[0, prompt.shape[1]:].tolist())
+    assert streamed == "".join(f"<{i}>" for i in out[0, prompt.shape[1] :].tolist())
 
 
 @pytest.mark.parametrize(
@@ -174,15 +200,17 @@ def test_embedded_smollm2_contrastive_search(smollm2):
     model, tokenizer = smollm2
     prompts = ["The history of the printing press", "My favourite recipe for soup is"]
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
-    out = model.generate(**batch, custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4,
-                         max_new_tokens=24)
+    out = model.generate(
+        **batch, custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4, max_new_tokens=24
+    )
     width = batch["input_ids"].shape[1]
     for i, prompt in enumerate(prompts):
         alone = tokenizer([prompt], return_tensors="pt")
-        single = model.generate(**alone, custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4,
-                                max_new_tokens=24)
+        single = model.generate(
+            **alone, custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4, max_new_tokens=24
+        )
         got = out[i, width:].tolist()
-        want = single[0, alone["input_ids"].shape[1]:].tolist()
+        want = single[0, alone["input_ids"].shape[1] :].tolist()
         assert strip_pad(got, tokenizer.eos_token_id) == want
         # First steps against the naive reference on the real model.
         assert want[:4] == naive_contrastive_search(model, alone["input_ids"][0].tolist(), 0.6, 4, 4)
@@ -197,14 +225,22 @@ def test_stop_strings_end_rows_like_generate_does():
     model = tiny_llama(seed=8, vocab_size=len(tokenizer), hidden=16)
     model.generation_config.eos_token_id = None
     prompt = torch.tensor([MIXED_PROMPTS[0]])
-    free = model.generate(prompt, custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4,
-                          max_new_tokens=12)
-    text = tokenizer.decode(free[0, prompt.shape[1]:])
+    free = model.generate(
+        prompt, custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4, max_new_tokens=12
+    )
+    text = tokenizer.decode(free[0, prompt.shape[1] :])
     # Stop on the text of the fifth generated token: generation must end right after it appears.
     stop = tokenizer.decode(free[0, prompt.shape[1] + 4])
     assert stop.strip(), "the chosen stop string must be non-empty"
-    stopped = model.generate(prompt, custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4,
-                             max_new_tokens=12, stop_strings=[stop], tokenizer=tokenizer)
-    new = tokenizer.decode(stopped[0, prompt.shape[1]:])
+    stopped = model.generate(
+        prompt,
+        custom_generate=contrastive_search,
+        penalty_alpha=0.6,
+        top_k=4,
+        max_new_tokens=12,
+        stop_strings=[stop],
+        tokenizer=tokenizer,
+    )
+    new = tokenizer.decode(stopped[0, prompt.shape[1] :])
     assert stop in new and new.endswith(stop) and text.startswith(new)
     assert stopped.shape[1] < free.shape[1]

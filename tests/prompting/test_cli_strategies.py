@@ -1,11 +1,5 @@
-"""CLI and pipeline wiring of the strategies and the selection module that other branches provide.
+"""CLI and pipeline wiring of the decoding strategies and of the selection module."""
 
-These tests need ``counterpoint.decoding.{contrastive_search, contrastive_decoding, layer_contrast,
-input_contrast}`` and ``counterpoint.selection.{DemoPool, select}``, which arrive when the lead merges
-the decoding and selection branches. LEAD: delete the ``pytestmark`` guard below after merging.
-"""
-
-import importlib
 import json
 
 import pytest
@@ -16,24 +10,6 @@ from counterpoint import cli
 from counterpoint.models import load_language_model
 from counterpoint.prompting import FewShotTemplate
 from tests.prompting.test_pipeline import POOL, QUERIES
-
-
-def _merged() -> bool:
-    try:
-        decoding = importlib.import_module("counterpoint.decoding")
-        selection = importlib.import_module("counterpoint.selection")
-    except ImportError:
-        return False
-    names = ("contrastive_search", "contrastive_decoding", "layer_contrast", "input_contrast")
-    return all(hasattr(decoding, n) for n in names) and all(
-        hasattr(selection, n) for n in ("DemoPool", "select")
-    )
-
-
-# LEAD: delete this guard after merging the decoding and selection branches.
-pytestmark = pytest.mark.skipif(
-    not _merged(), reason="needs counterpoint.decoding strategies and counterpoint.selection (other branches)"
-)
 
 PROMPT = "Once upon a time there was"
 
