@@ -8,8 +8,9 @@ For each batch size (1 and 8 by default) and each k (4 and 8), on the embedded S
 * the floor: one cached forward of k new tokens (logits for one position per row, which is all the
   step needs) against one cached forward of a single token. Contrastive search cannot cost less than
   this, and the target is within 1.1x of it;
-* peak memory: on CUDA, torch's peak allocation; on the CPU, the peak resident set of a child
-  process that runs only that strategy, less the same process's size after loading the model.
+* peak memory: on CUDA, torch's peak allocation; on the CPU, the peak resident size of a child
+  process that loads the model and runs only that strategy, sampled every millisecond during
+  generate(), beside its size just before.
 
 Run: ``python benchmarks/bench_contrastive_search.py`` (writes benchmarks/results/contrastive_search.md).
 """
@@ -23,6 +24,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -101,14 +103,34 @@ def child_peak_memory(strategy: str, k: int, batch_size: int, new_tokens: int) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
 def _memory_probe(strategy: str, k: int, batch_size: int, new_tokens: int) -> list[float]:
+    """Resident size before generate() and its peak during it, sampled every millisecond.
+
+    ru_maxrss cannot serve here: loading the model peaks higher than generating does.
+    """
     model, tokenizer = load_language_model()
     batch = tokenizer(PROMPTS[:batch_size], return_tensors="pt", padding=True)
     generate(model, batch, "greedy", k, 2)  # allocator warm-up common to every strategy
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _rss_mib()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mib())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     generate(model, batch, strategy, k, new_tokens)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return [base / 1024.0, peak / 1024.0]
+    done.set()
+    sampler.join()
+    return [base, max(peak[0], _rss_mib())]
 
 
 def cuda_peak_memory(model, batch, strategy: str, k: int, new_tokens: int) -> list[float]:
