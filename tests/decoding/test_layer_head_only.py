@@ -232,3 +232,29 @@ def test_head_only_must_be_a_bool(peaked, batch):
         LayerContrast(peaked, 1, head_only="yes")
     with pytest.raises(TypeError, match=r"head_only='yes' must be None \(automatic\), True or False"):
         _layer(peaked, batch, "fixed", FORMS["beta"], head_only="yes")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("layers", "mode"), [(8, "fixed"), ([4, 8], "fusion")])
+def test_smollm2_head_only_equals_exact(smollm2, layers, mode):
+    """On the embedded SmolLM2-135M (heads of a few tokens out of 49152): the same tokens as the full
+    lm_head, greedy and sampling, with the head-only path taken on every step."""
+    model, tok = smollm2
+    texts = [
+        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in ["What is the capital of France?", "Name a colour.", "Write a haiku about rain."]
+    ]
+    batch = tok(texts, return_tensors="pt", padding=True)
+    config = ContrastConfig(form="difference", gamma=1.0, alpha=0.1)
+    for gen in ({"do_sample": False}, {"do_sample": True, "temperature": 0.8, "top_p": 0.95}):
+        kwargs = {
+            "custom_generate": layer_contrast, "amateur_layers": layers, "layer_mode": mode, "contrast": config,
+            "max_new_tokens": 12, "pad_token_id": tok.pad_token_id, **gen,
+        }  # fmt: skip
+        torch.manual_seed(0)
+        with count_full_heads(model) as auto:
+            got = model.generate(**batch, **kwargs)
+        torch.manual_seed(0)
+        exact = model.generate(**batch, head_only=False, **kwargs)
+        assert got.tolist() == exact.tolist()
+        assert auto["full_extra"] == 0
