@@ -28,6 +28,7 @@ from transformers import (
     PreTrainedModel,
     StoppingCriteriaList,
 )
+from transformers.generation import logits_process as lp
 
 from counterpoint.decoding._compat import generate_strategy
 from counterpoint.decoding.processors import (
@@ -40,6 +41,25 @@ from counterpoint.decoding.processors import (
 from counterpoint.decoding.scores import ContrastConfig
 
 __all__ = ["contrastive_decoding", "input_contrast", "layer_contrast"]
+
+# Processors that may follow a head-only LayerContrast: each maps scores shifted by a per-row constant to
+# its own output shifted by a per-row constant (or to the same mask), so greedy's argmax and sampling's
+# softmax are unchanged. Checked against their transformers source: the warpers scale (temperature) or
+# rank / softmax (top-k, top-p, top-h, min-p, typical, epsilon, eta); the others add a per-token bias, set
+# -inf, or overwrite a row. Not here on purpose: RepetitionPenalty and ExponentialDecayLengthPenalty
+# (multiply by the score's sign) and anything unknown (user processors): those keep the exact path.
+_ROW_SHIFT_SAFE = tuple(
+    getattr(lp, name)
+    for name in (
+        "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "TopHLogitsWarper", "MinPLogitsWarper",
+        "TypicalLogitsWarper", "EpsilonLogitsWarper", "EtaLogitsWarper", "MinLengthLogitsProcessor",
+        "MinNewTokensLengthLogitsProcessor", "NoRepeatNGramLogitsProcessor", "SequenceBiasLogitsProcessor",
+        "NoBadWordsLogitsProcessor", "PrefixConstrainedLogitsProcessor", "ForcedBOSTokenLogitsProcessor",
+        "ForcedEOSTokenLogitsProcessor", "SuppressTokensLogitsProcessor", "SuppressTokensAtBeginLogitsProcessor",
+        "LogitNormalization",
+    )
+    if hasattr(lp, name)
+)  # fmt: skip
 
 
 def _run(
@@ -148,6 +168,7 @@ def layer_contrast(
     amateur_layers: int | list[int] | None = None,
     layer_mode: LayerMode | None = None,
     contrast: ContrastConfig | None = None,
+    head_only: bool | None = None,
     **model_kwargs: Any,
 ) -> Any:
     """Contrast the expert with its own earlier layer(s), read from the same forward pass (DoLa-style).
@@ -155,10 +176,34 @@ def layer_contrast(
     Use as ``model.generate(..., custom_generate=layer_contrast, amateur_layers=[0, 2, 4],
     layer_mode="jsd", contrast=ContrastConfig(...))``. See :class:`LayerContrast` for the layer indexing
     and the three modes.
+
+    Args:
+        head_only: compute the amateur on the expert's plausible head only (see :class:`LayerContrast`).
+            None (default) turns it on exactly when the tokens cannot change: greedy or sampling (not beam
+            search), layer_mode ``"fixed"`` or ``"fusion"``, ``output_scores`` off (so returned scores are
+            always the formula's), and every other logits processor is shift invariant (a repetition
+            penalty or a processor of your own keeps the full path). True forces it where the search
+            allows it (``output_scores`` then come shifted by a per-row constant); False never uses it.
     """
     if amateur_layers is None:
         raise ValueError("layer_contrast needs amateur_layers=<int or list of ints> (0 = embedding output)")
-    processor = LayerContrast(model, amateur_layers, layer_mode, contrast)
+    if head_only not in (None, True, False):
+        raise TypeError(f"head_only={head_only!r} must be None (automatic), True or False")
+    beams = (generation_config.num_beams or 1) > 1
+    if head_only and beams:
+        raise ValueError(
+            f"head_only=True works under greedy and sampling, not beam search (num_beams="
+            f"{generation_config.num_beams}): beam search adds scores across steps and compares them across "
+            "rows, where the per-row constant it drops matters; use head_only=None or False"
+        )
+    processor = LayerContrast(model, amateur_layers, layer_mode, contrast, head_only=bool(head_only))
+    if head_only is None:
+        processor.head_only = (
+            not beams
+            and processor.layer_mode != "jsd"
+            and not generation_config.output_scores
+            and all(isinstance(p, _ROW_SHIFT_SAFE) for p in logits_processor or [])
+        )
     return _run(
         model, processor, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, streamer,
         model_kwargs,

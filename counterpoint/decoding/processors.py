@@ -8,7 +8,8 @@ from:
   O'Brien and Lewis 2023). It keeps its own KV cache, advanced one token per step.
 * :class:`LayerContrast` - an earlier layer of the expert (DoLa, Chuang et al. 2023; the multi-layer
   fusion of "Lower Layer Matters", Chen et al. 2024): the final norm and lm_head applied to an
-  intermediate hidden state captured from the expert's own forward pass, so it costs one extra lm_head.
+  intermediate hidden state captured from the expert's own forward pass, so it costs one extra lm_head
+  (or, under greedy and sampling, only the lm_head rows of the expert's plausible head: ``head_only``).
 * :class:`InputContrast` - the expert on an altered prompt, one per row (Instructive Decoding, Kim et
   al. 2024; Contrastive Input Decoding, Yona et al. 2023; context-aware decoding, Shi et al. 2023), with
   its own KV cache.
@@ -34,9 +35,10 @@ from typing import Any, Literal
 import torch
 from transformers import LogitsProcessor, PreTrainedModel
 
-from counterpoint.decoding.scores import ContrastConfig, contrast_scores
+from counterpoint.decoding.scores import ContrastConfig, contrast_scores, plausible_head
 
 __all__ = [
+    "HEAD_ONLY_MAX_FRACTION",
     "ContrastLogitsProcessor",
     "InputContrast",
     "LayerContrast",
@@ -46,6 +48,14 @@ __all__ = [
 ]
 
 LayerMode = Literal["fixed", "jsd", "fusion"]
+
+# LayerContrast(head_only=True) gathers the lm_head rows of the union of the batch's plausible heads only
+# while that union holds at most this share of the vocabulary; above it, it runs the full lm_head. The
+# gathered path copies the chosen rows (index_select) and then multiplies them, so it touches each
+# gathered row twice where the full product reads every row once: it stops paying well before half the
+# vocabulary. A quarter leaves room for the union, the scatter and the extra log-softmax it adds. Typical
+# heads (alpha = 0.1 on a trained model) are a handful of tokens, far below it.
+HEAD_ONLY_MAX_FRACTION = 0.25
 
 
 class ContrastLogitsProcessor(LogitsProcessor):
@@ -472,6 +482,22 @@ class LayerContrast(ContrastLogitsProcessor):
           mean, as one amateur (after the multi-layer fusion of "Lower Layer Matters", Chen et al. 2024;
           the rule here is ours: an unweighted log-linear pool).
 
+    Head only (``head_only=True``, modes ``"fixed"`` and ``"fusion"``): inside the expert's plausible head
+    the amateur enters the score only through ``z_a(v) = l_a(v) / tau - logsumexp(l_a / tau)`` (for
+    fusion, the mean of such terms over the layers), and outside it the score is ``-inf``. The
+    ``logsumexp`` is one constant per row, so it is dropped, and then only the head tokens' amateur logits
+    are needed: the lm_head rows of the union of the rows' heads are gathered and multiplied (``O(|head| x
+    H)`` instead of ``O(V x H)``). The scores then differ from :func:`contrast_scores` by a per-row
+    constant, which changes neither the argmax (greedy) nor any softmax taken afterwards (sampling after
+    temperature / top-k / top-p / min-p / typical warpers): the same tokens, up to float rounding in the
+    last bits (a near-tie could break the other way). It is NOT valid where scores are compared across
+    rows or accumulated (beam search: a processor that sees rows reordered raises ``RuntimeError``), nor
+    with processors after it that are not shift invariant (repetition penalty), nor for ``output_scores``
+    users who need the formula's values; ``"jsd"`` needs the full distributions and refuses it. When the
+    union of the heads exceeds :data:`HEAD_ONLY_MAX_FRACTION` of the vocabulary, or the lm_head is not a
+    plain ``nn.Linear``, that step runs the full, exact path. The ``layer_contrast`` custom_generate
+    function turns it on by itself when all of this is known to hold.
+
     Stateful: hooks stay on the model until :meth:`close` (or leaving a ``with`` block); call
     :meth:`reset` between generations. Must be the first processor (it reads the raw expert logits).
 
@@ -481,6 +507,8 @@ class LayerContrast(ContrastLogitsProcessor):
         layer_mode: ``"fixed"``, ``"jsd"`` or ``"fusion"``; default ``"fixed"`` for one index, ``"jsd"``
             for a list.
         contrast: how scores combine (DoLa itself is ``ContrastConfig(form="difference", gamma=1.0)``).
+        head_only: compute the amateur on the expert's plausible head only (see above). Default False:
+            the exact scores, valid under every search.
     """
 
     def __init__(
@@ -489,6 +517,7 @@ class LayerContrast(ContrastLogitsProcessor):
         amateur_layers: int | list[int],
         layer_mode: LayerMode | None = None,
         contrast: ContrastConfig | None = None,
+        head_only: bool = False,
     ) -> None:
         super().__init__(contrast)
         layers, self._norm, self._head = decoder_parts(model)
@@ -513,9 +542,17 @@ class LayerContrast(ContrastLogitsProcessor):
             raise ValueError(
                 f"layer_mode='fixed' takes one layer but amateur_layers={amateur_layers!r}; use 'jsd' or 'fusion'"
             )
+        if not isinstance(head_only, bool):
+            raise TypeError(f"head_only={head_only!r} must be True or False")
+        if head_only and layer_mode == "jsd":
+            raise ValueError(
+                "head_only=True needs layer_mode 'fixed' or 'fusion': layer_mode='jsd' chooses the premature "
+                "layer by Jensen-Shannon divergence, which needs the full distributions"
+            )
         self.model = model
         self.amateur_layers = chosen
         self.layer_mode: LayerMode = layer_mode
+        self.head_only = head_only
         self._layers = layers
         self._captured: dict[int, torch.Tensor] = {}
         self._hooks: list[Any] = []
@@ -564,6 +601,15 @@ class LayerContrast(ContrastLogitsProcessor):
                 "generate() of the model it was built on"
             )
         hidden = torch.stack(captured)  # (C, N, H)
+        if self.head_only:
+            if beam_idx is not None:
+                raise RuntimeError(
+                    "LayerContrast(head_only=True) saw rows reordered (beam search): its scores are shifted "
+                    "by a per-row constant, which beam search would accumulate; use head_only=False"
+                )
+            fast = self._head_logits(hidden, scores)
+            if fast is not None:
+                return fast
         logits = self._head(self._norm(hidden)).float().to(scores.device)  # (C, N, V)
         if self.layer_mode == "fixed":
             return logits[0]
@@ -575,6 +621,39 @@ class LayerContrast(ContrastLogitsProcessor):
         jsd = _jsd(final.expand_as(logp), logp)  # (C, N)
         pick = jsd.argmax(dim=0)  # (N,)
         return logp.gather(0, pick[None, :, None].expand(1, *logp.shape[1:]))[0]  # (N, V)
+
+    def _head_logits(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
+        """The amateur on the union of the rows' plausible heads only, ``-inf`` elsewhere.
+
+        Args:
+            hidden: ``(C, N, H)`` captured hidden states of the chosen layers.
+            scores: ``(N, V)`` the expert's logits.
+
+        Returns:
+            ``(N, V)`` fp32: on the head tokens, amateur logits (fixed) or layer-averaged log-probabilities
+            over the union (fusion), each row off from the exact amateur by a constant; ``-inf`` outside the
+            union. ``contrast_scores`` then takes its log-softmax (another per-row constant) and masks
+            everything outside each row's head. None when the full lm_head should run instead.
+        """
+        weight = getattr(self._head, "weight", None)
+        if type(self._head) is not torch.nn.Linear or weight is None or weight.dim() != 2:
+            return None
+        n, vocab = scores.shape
+        # The head exactly as contrast_scores will compute it, so every row's head lies in the union.
+        head = plausible_head(torch.log_softmax(scores.float(), dim=-1), self.contrast.alpha)  # (N, V)
+        cols = head.any(dim=0).nonzero()[:, 0]  # (U,) union of the rows' heads
+        if cols.numel() > HEAD_ONLY_MAX_FRACTION * vocab:
+            return None
+        idx = cols.to(weight.device)
+        bias = self._head.bias.index_select(0, idx) if self._head.bias is not None else None
+        rows = weight.index_select(0, idx)  # (U, H)
+        # (C, N, U) amateur logits on the union
+        logits = torch.nn.functional.linear(self._norm(hidden), rows, bias).float().to(scores.device)
+        # fusion: each layer normalized over the union instead of V, a per-row constant again.
+        part = torch.log_softmax(logits, dim=-1).mean(dim=0) if self.layer_mode == "fusion" else logits[0]
+        out = torch.full((n, vocab), float("-inf"), dtype=torch.float32, device=scores.device)
+        out[:, cols] = part
+        return out
 
 
 def _remove_hooks(handles: list[Any]) -> None:
