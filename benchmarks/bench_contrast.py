@@ -17,9 +17,8 @@ every call makes exactly ``--new-tokens`` tokens (``min_new_tokens``). Methods a
 repeat and the median is kept. Targets: layer contrast <= 1.1x greedy; second model <= (1 + amateur cost /
 expert cost) x 1.1, the cost ratio measured here as the amateur's own greedy time over the expert's.
 
-Repetition rep-n = 1 - distinct n-grams / n-grams of each continuation (token level), averaged over the
-prompts, from the batch-8 outputs (helper :func:`rep_n` below; ``counterpoint.eval`` will hold the
-project's metrics).
+Repetition rep-n = 1 - distinct n-grams / n-grams (``counterpoint.eval.rep_n`` on token ids, pooled over
+the prompts as SimCTG does), from the batch-8 outputs.
 
 Run:  PYTHONPATH=. python benchmarks/bench_contrast.py [--new-tokens 32] [--repeats 3] [--batches 1 8]
       [--only layer]  (rows whose name contains any of these words; greedy always runs)
@@ -44,6 +43,7 @@ from counterpoint.decoding import (
     input_contrast,
     layer_contrast,
 )
+from counterpoint.eval import rep_n
 from counterpoint.models import load_language_model
 
 QUESTIONS = [
@@ -56,12 +56,6 @@ QUESTIONS = [
     "How do I make a cup of tea?",
     "What is the difference between weather and climate?",
 ]
-
-
-def rep_n(tokens: list[int], n: int) -> float:
-    """Share of duplicate n-grams in one continuation: 1 - distinct / total (0 when shorter than n)."""
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def truncated_copy(model, n_layers: int):
@@ -182,7 +176,7 @@ def main() -> None:
             else:
                 target = ""
             cells += [f"{1000 * med(name, b):.1f}", f"{ratio:.2f}", target]
-        reps = [statistics.mean(rep_n(seq, n) for seq in outputs[name]) for n in (2, 3, 4)]
+        reps = [rep_n(outputs[name], n) for n in (2, 3, 4)]  # token ids, pooled over prompts (SimCTG)
         lines.append(f"| {name} | " + " | ".join(cells) + " | " + " | ".join(f"{r:.3f}" for r in reps) + " |")
     table = "\n".join(lines) + "\n"
     print(table)
