@@ -240,7 +240,9 @@ def load_models(
         require_vllm()  # before any conversion or loading
         path = resolve_language_model_path(model)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        tokenizer.padding_side = "left"
+        tokenizer.padding_side = "left"  # as load_language_model sets it up
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
         amateur = None
         if isinstance(options.amateur, str | os.PathLike):
             amateur = resolve_language_model_path(options.amateur)
