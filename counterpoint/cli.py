@@ -125,6 +125,14 @@ def _strategy_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="layer-contrast: how layers are used (fixed).",
         ),
         click.option(
+            "--backend",
+            type=click.Choice(["transformers", "vllm"]),
+            default="transformers",
+            show_default=True,
+            help="Where generation runs: transformers (every strategy) or a vLLM engine (greedy, sample, "
+            "beam, contrastive-decoding; needs the vllm extra).",
+        ),
+        click.option(
             "--model",
             metavar="MODEL",
             help="Model: a local folder, a .gguf file or a Hub id. "
@@ -142,7 +150,8 @@ def _strategy_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=1),
             default=8,
             show_default=True,
-            help="Prompts per generate call (prompts are grouped by length).",
+            help="Prompts per generate call (prompts are grouped by length); with --backend vllm, "
+            "per engine call.",
         ),
         click.option(
             "--seed", type=int, default=0, show_default=True, help="Random seed (batch b uses seed + b)."
@@ -212,8 +221,8 @@ def _template_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _generation_options(strategy: str, kw: dict[str, Any]) -> Any:
-    """Check the knobs given on the command line against the strategy; build GenerationOptions."""
-    from counterpoint.prompting.strategies import GenerationOptions, get_strategy
+    """Check the knobs given on the command line against the strategy and backend; build GenerationOptions."""
+    from counterpoint.prompting.strategies import GenerationOptions, check_backend, get_strategy
 
     spec = get_strategy(strategy)
     given = {name: kw.get(name) for name in _FLAGS if kw.get(name) not in (None, False)}
@@ -236,7 +245,9 @@ def _generation_options(strategy: str, kw: dict[str, Any]) -> Any:
         raise UsageError("--strategy contrastive-decoding needs --amateur MODEL")
     if strategy == "layer-contrast" and "layers" not in given:
         raise UsageError("--strategy layer-contrast needs --layers")
-    return GenerationOptions(**given)
+    options = GenerationOptions(**given)
+    check_backend(strategy, options, kw["backend"])  # a strategy the backend cannot run, vLLM missing
+    return options
 
 
 def _quiet_loading(progress: bool | None) -> None:
@@ -247,18 +258,12 @@ def _quiet_loading(progress: bool | None) -> None:
         logging.disable_progress_bar()
 
 
-def _load_models(model: str | None, options: Any, progress: bool | None) -> tuple[Any, Any, Any]:
-    """Load the model, and the amateur named in ``options`` (replacing its name with the model)."""
-    from dataclasses import replace
+def _load_models(kw: dict[str, Any], options: Any) -> tuple[Any, Any, Any]:
+    """Load the model for --backend, and the amateur named in ``options``."""
+    from counterpoint.prompting.pipeline import load_models
 
-    from counterpoint.models import load_language_model
-
-    _quiet_loading(progress)
-    lm, tokenizer = load_language_model(model)
-    if isinstance(options.amateur, str):
-        amateur, _ = load_language_model(options.amateur, device=lm.device)
-        options = replace(options, amateur=amateur)
-    return lm, tokenizer, options
+    _quiet_loading(kw["progress"])
+    return load_models(kw["model"], options, backend=kw["backend"], seed=kw["seed"])
 
 
 def _build_template(kw: dict[str, Any], tokenizer: Any = None) -> Any:
@@ -364,6 +369,8 @@ def generate(prompts: tuple[str, ...], input_path: str | None, **kw: Any) -> Non
       counterpoint generate "The capital of France is"
       counterpoint generate --strategy contrastive-search --alpha 0.6 --top-k 4 "Once upon a time"
       counterpoint generate -i prompts.jsonl -o out.jsonl --strategy sample --temperature 0.8
+      counterpoint generate --backend vllm --model ./expert --strategy contrastive-decoding \\
+          --amateur ./amateur -i prompts.jsonl -o out.jsonl
     """
     with _user_errors():
         from counterpoint.io import read_jsonl
@@ -410,7 +417,7 @@ def generate(prompts: tuple[str, ...], input_path: str | None, **kw: Any) -> Non
         try:
             if out is not None:
                 _check_resumed(out, rows)
-            lm, tokenizer, options = _load_models(kw["model"], options, kw["progress"])
+            lm, tokenizer, options = _load_models(kw, options)
             texts = [row[kw["prompt_key"]] for row in rows]
             add_special = True
             if kw["chat"]:
@@ -436,6 +443,7 @@ def generate(prompts: tuple[str, ...], input_path: str | None, **kw: Any) -> Non
                 batch_size=kw["batch_size"],
                 seed=kw["seed"],
                 add_special_tokens=add_special,
+                backend=kw["backend"],
                 skip=set(out.done) if out is not None else set(),
                 streamer=streamer,
                 progress=kw["progress"],
@@ -662,7 +670,7 @@ def run(queries: str, pool: str | None, **kw: Any) -> None:
         try:
             if out is not None:
                 _check_resumed(out, rows)
-            lm, tokenizer, options = _load_models(kw["model"], options, kw["progress"])
+            lm, tokenizer, options = _load_models(kw, options)
             if kw["chat"]:
                 template = template.chat(tokenizer, _unescape(kw["system_prompt"]))
             selector = _build_selector(pool, kw, template, tokenizer) if pool else None
@@ -676,6 +684,7 @@ def run(queries: str, pool: str | None, **kw: Any) -> None:
                 max_new_tokens=kw["max_new_tokens"],
                 batch_size=kw["batch_size"],
                 seed=kw["seed"],
+                backend=kw["backend"],
             )
             skip = set(out.done) if out is not None else set()
             for result in pipe.iter_run(rows, skip=skip, progress=kw["progress"]):

@@ -183,7 +183,7 @@ def _check_strategy(
 
 def generate_vllm(
     model_path: str | os.PathLike[str],
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Sequence[int]],
     strategy: str = "greedy",
     *,
     amateur: str | os.PathLike[str] | None = None,
@@ -203,7 +203,8 @@ def generate_vllm(
     Args:
         model_path: the expert: a local safetensors folder or Hub id (GGUF: convert first with
             :func:`counterpoint.models.resolve_language_model_path`).
-        prompts: the prompts, as text (the tokenizer's chat template is not applied).
+        prompts: the prompts, as text (vLLM tokenizes it; the chat template is not applied) or as
+            lists of token ids (given to the model as they are).
         strategy: ``"greedy"``, ``"sampling"``, ``"beam"`` or ``"contrastive_decoding"``.
             ``"contrastive_search"`` and ``"layer_contrast"`` raise ``ValueError`` naming the
             transformers backend (they need per-step hidden states, which vLLM does not expose).
@@ -231,6 +232,9 @@ def generate_vllm(
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be >= 1")
     if temperature is not None and temperature < 0:
         raise ValueError(f"temperature={temperature!r} must be >= 0 (0 means argmax)")
+    inputs = [
+        {"prompt": p} if isinstance(p, str) else {"prompt_token_ids": [int(t) for t in p]} for p in prompts
+    ]
     _check_strategy(strategy, amateur, contrast, num_beams, engine_given=llm is not None)
     vllm = require_vllm()
     if llm is None:
@@ -242,7 +246,7 @@ def generate_vllm(
         params = BeamSearchParams(
             beam_width=num_beams, max_tokens=max_new_tokens, temperature=temperature or 0.0
         )
-        results = llm.beam_search([{"prompt": p} for p in prompts], params)
+        results = llm.beam_search(inputs, params)
         tokenizer = llm.get_tokenizer()
         outs = []
         for result in results:
@@ -264,7 +268,7 @@ def generate_vllm(
         seed=seed if temperature > 0 else None,
         extra_args=extra,
     )
-    results = llm.generate(list(prompts), params, use_tqdm=False)
+    results = llm.generate(inputs, params, use_tqdm=False)
     return [VllmOutput(text=r.outputs[0].text, token_ids=tuple(r.outputs[0].token_ids)) for r in results]
 
 

@@ -8,12 +8,15 @@ from counterpoint.prompting.pipeline import (
     Selector,
     generate_texts,
     length_batches,
+    load_models,
 )
 from counterpoint.prompting.strategies import (
+    BACKENDS,
     STRATEGIES,
     GenerationOptions,
     Strategy,
     StrategyUnavailableError,
+    check_backend,
     check_options,
     generate_kwargs,
     get_strategy,
@@ -29,6 +32,7 @@ from counterpoint.prompting.template import (
 
 __all__ = [
     "AMATEUR_VARIANTS",
+    "BACKENDS",
     "STRATEGIES",
     "ChatTemplate",
     "FewShotTemplate",
@@ -42,10 +46,12 @@ __all__ = [
     "Strategy",
     "StrategyUnavailableError",
     "as_example",
+    "check_backend",
     "check_options",
     "count_tokens",
     "generate_kwargs",
     "generate_texts",
     "get_strategy",
     "length_batches",
+    "load_models",
 ]

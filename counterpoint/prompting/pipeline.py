@@ -15,10 +15,21 @@ plain example dicts. The template renders them in the order given.
 
 Batches are grouped by prompt length (longest first) so padding stays small; :meth:`Pipeline.run`
 returns results in input order, :meth:`Pipeline.iter_run` yields them as batches finish.
+
+Backends: ``backend="transformers"`` (the default) runs ``model.generate`` on a ``PreTrainedModel``;
+``backend="vllm"`` runs a ``vllm.LLM`` engine (the optional ``vllm`` extra) for greedy, sample, beam
+and contrastive-decoding, and refuses the other strategies before any work. :func:`load_models`
+loads either from a model name:
+
+    >>> model, tokenizer, options = load_models("path/to/expert", GenerationOptions(amateur="path/to/amateur"),
+    ...                                         backend="vllm")                 # doctest: +SKIP
+    >>> pipe = Pipeline(model, tokenizer, strategy="contrastive-decoding", options=options,
+    ...                 backend="vllm")                                          # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
-from counterpoint.prompting.strategies import GenerationOptions, check_options
+from counterpoint.prompting.strategies import GenerationOptions, Strategy, check_backend
 from counterpoint.prompting.template import FewShotTemplate
 
 if TYPE_CHECKING:
@@ -40,6 +51,7 @@ __all__ = [
     "Selector",
     "generate_texts",
     "length_batches",
+    "load_models",
 ]
 
 
@@ -156,6 +168,95 @@ def _tokenize(
     ).to(device)
 
 
+def _engine_amateur(llm: Any) -> str | None:
+    """The amateur a ``vllm.LLM`` was built with (``build_llm(amateur=...)``), ``None`` without one."""
+    from counterpoint.decoding.vllm_backend import AMATEUR_CONFIG_KEY
+
+    config = getattr(getattr(llm, "llm_engine", None), "vllm_config", None)
+    extra = getattr(config, "additional_config", None)
+    return extra.get(AMATEUR_CONFIG_KEY) if isinstance(extra, Mapping) else None
+
+
+def _check_model(model: Any, spec: Strategy, options: GenerationOptions, backend: str) -> None:
+    """The model suits the backend (and, for vLLM contrast, the engine holds the named amateur)."""
+    is_engine = hasattr(model, "llm_engine")
+    if backend == "transformers" and is_engine:
+        raise ValueError("model is a vLLM engine: pass backend='vllm' (on the command line --backend vllm)")
+    if backend != "vllm":
+        return
+    if not is_engine:
+        raise ValueError(
+            f"backend='vllm' needs model to be a vllm.LLM (see load_models), not {type(model).__name__}"
+        )
+    if spec.name == "contrastive-decoding":
+        engine = _engine_amateur(model)
+        if engine is None:
+            raise ValueError(
+                "strategy 'contrastive-decoding' on the vLLM backend needs an engine built with its amateur: "
+                "load_models(..., backend='vllm') or vllm_backend.build_llm(model, amateur=...)"
+            )
+        if os.path.abspath(str(engine)) != os.path.abspath(str(options.amateur)):
+            raise ValueError(
+                f"amateur={str(options.amateur)!r} but the vLLM engine was built with amateur {engine!r}: "
+                "an engine has one amateur; build another engine for another amateur"
+            )
+
+
+def load_models(
+    model: str | os.PathLike[str] | None = None,
+    options: GenerationOptions | None = None,
+    *,
+    backend: str = "transformers",
+    seed: int = 0,
+    **engine_kwargs: Any,
+) -> tuple[Any, PreTrainedTokenizerBase, GenerationOptions]:
+    """Load the model for ``backend``, and the amateur ``options.amateur`` names when it is a name.
+
+    Args:
+        model: as :func:`counterpoint.models.load_language_model` takes it (``None``: the embedded
+            SmolLM2-135M-Instruct; GGUF is converted to safetensors once, which vLLM needs).
+        options: the strategy's knobs; a string ``amateur`` is loaded (transformers) or handed to
+            the engine, which runs it beside the expert (vLLM).
+        backend: ``"transformers"``: a ``PreTrainedModel`` (fp32); ``"vllm"``: a ``vllm.LLM`` in fp32
+            with the contrastive logits processor when there is an amateur.
+        seed: the vLLM engine's seed.
+        **engine_kwargs: more arguments of ``load_language_model`` (transformers) or of
+            ``vllm.LLM`` (vLLM: ``tensor_parallel_size``, ``dtype``, ``max_model_len``, ...).
+
+    Returns:
+        ``(model, tokenizer, options)``: ``options`` with ``amateur`` replaced by the loaded model
+        (transformers) or its resolved path (vLLM).
+    """
+    from dataclasses import replace
+
+    from counterpoint.models import load_language_model, resolve_language_model_path
+
+    options = options or GenerationOptions()
+    if backend == "vllm":
+        from transformers import AutoTokenizer
+
+        from counterpoint.decoding.vllm_backend import build_llm, require_vllm
+
+        require_vllm()  # before any conversion or loading
+        path = resolve_language_model_path(model)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer.padding_side = "left"  # as load_language_model sets it up
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        amateur = None
+        if isinstance(options.amateur, str | os.PathLike):
+            amateur = resolve_language_model_path(options.amateur)
+            options = replace(options, amateur=amateur)
+        return build_llm(path, amateur=amateur, seed=seed, **engine_kwargs), tokenizer, options
+    if backend != "transformers":
+        raise ValueError(f"backend={backend!r} is unknown; use one of: transformers, vllm")
+    lm, tokenizer = load_language_model(model, **engine_kwargs)
+    if isinstance(options.amateur, str | os.PathLike):
+        amateur, _ = load_language_model(options.amateur, device=lm.device)
+        options = replace(options, amateur=amateur)
+    return lm, tokenizer, options
+
+
 def generate_texts(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -172,36 +273,40 @@ def generate_texts(
     streamer: Any = None,
     progress: bool | None = False,
     generate_kwargs: Mapping[str, Any] | None = None,
+    backend: str = "transformers",
 ) -> Iterator[tuple[int, str, list[int]]]:
     """Generate for many prompts in length-grouped batches; yield ``(index, text, token_ids)`` as done.
 
     Args:
-        model: a causal LM.
+        model: a causal LM; with ``backend="vllm"`` a ``vllm.LLM`` (see :func:`load_models`).
         tokenizer: its tokenizer (needs a pad token); prompts are padded on the left.
         prompts: the prompt texts.
         strategy: a name in :data:`~counterpoint.prompting.strategies.STRATEGIES`.
         options: the strategy's knobs.
         amateur_prompts: input contrast only: the amateur's prompt for each prompt.
         max_new_tokens: generated tokens per prompt at most.
-        batch_size: prompts per ``generate`` call.
+        batch_size: prompts per ``generate`` call (vLLM: per engine call; the engine schedules them).
         seed: ``torch.manual_seed(seed + b)`` before batch ``b`` of the plan over *all* prompts, so a
             resumed run (``skip``) samples each untouched batch as the full run did (a batch that was
             partly skipped is generated with fewer rows, so under sampling its rows may differ).
-            ``None``: unseeded.
+            vLLM: ``seed + b`` is the sampling seed of batch ``b``'s requests. ``None``: unseeded.
         add_special_tokens: passed to the tokenizer (``False`` for chat-rendered prompts).
         skip: indices not to generate (already done); the batch plan is the same as without them.
         streamer: a transformers streamer, used when there is one prompt to do and the strategy
-            allows streaming (not beam search).
+            allows streaming (not beam search, not the vLLM backend).
         progress: a tqdm bar on stderr; ``None`` shows it only when stderr is a terminal.
-        generate_kwargs: extra kwargs for ``model.generate``, over the strategy's.
+        generate_kwargs: extra kwargs for ``model.generate`` (vLLM: for
+            :func:`~counterpoint.decoding.vllm_backend.generate_vllm`), over the strategy's.
+        backend: ``"transformers"`` or ``"vllm"``; see :func:`check_backend`.
 
     Yields:
         ``(index, text, token_ids)``: the continuation decoded without special tokens and its ids
         up to and including the first EOS.
     """
     options = options or GenerationOptions()
-    spec = check_options(strategy, options)
-    kwargs = spec.build(options)
+    spec = check_backend(strategy, options, backend)
+    _check_model(model, spec, options, backend)
+    kwargs = spec.build_vllm(options) if backend == "vllm" else spec.build(options)
     kwargs.update(generate_kwargs or {})
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1")
@@ -222,8 +327,8 @@ def generate_texts(
     ]
     plan = length_batches(lengths, batch_size) if prompts else []
     pending = len(prompts) - len(skip & set(range(len(prompts))))
-    use_streamer = streamer if (pending == 1 and spec.streams(kwargs)) else None
-    eos = _eos_ids(model)
+    use_streamer = streamer if (backend == "transformers" and pending == 1 and spec.streams(kwargs)) else None
+    eos = _eos_ids(model) if backend == "transformers" else set()
 
     from tqdm.auto import tqdm
 
@@ -233,6 +338,25 @@ def generate_texts(
         for b, batch in enumerate(plan):
             rows = [i for i in batch if i not in skip]
             if not rows:
+                continue
+            if backend == "vllm":
+                from counterpoint.decoding.vllm_backend import generate_vllm
+
+                # Token ids, so the engine reads exactly what transformers would (no re-tokenizing).
+                ids = tokenizer([prompts[i] for i in rows], add_special_tokens=add_special_tokens)[
+                    "input_ids"
+                ]
+                outs = generate_vllm(
+                    None,
+                    ids,
+                    max_new_tokens=max_new_tokens,
+                    seed=None if seed is None else seed + b,
+                    llm=model,
+                    **kwargs,
+                )
+                for i, out in zip(rows, outs, strict=True):  # vLLM stops at EOS itself (and keeps it)
+                    yield i, tokenizer.decode(out.token_ids, skip_special_tokens=True), list(out.token_ids)
+                    bar.update(1)
                 continue
             enc = _tokenize(tokenizer, [prompts[i] for i in rows], add_special_tokens, model.device)
             call = dict(kwargs)
@@ -272,10 +396,13 @@ class Pipeline:
         max_new_tokens: generated tokens per query at most.
         batch_size: queries per ``generate`` call.
         seed: see :func:`generate_texts`.
-        generate_kwargs: extra kwargs for ``model.generate``.
+        generate_kwargs: extra kwargs for ``model.generate`` (vLLM: for ``generate_vllm``).
+        backend: ``"transformers"`` (``model`` a ``PreTrainedModel``) or ``"vllm"`` (``model`` a
+            ``vllm.LLM``, e.g. from :func:`load_models`): greedy, sample, beam, contrastive-decoding.
 
     Raises:
-        ValueError: an unknown strategy or a knob it does not take, before any work starts.
+        ValueError: an unknown strategy or backend, a knob the strategy does not take, or a strategy
+            the backend cannot run, before any work starts.
     """
 
     def __init__(
@@ -291,10 +418,13 @@ class Pipeline:
         batch_size: int = 8,
         seed: int | None = 0,
         generate_kwargs: Mapping[str, Any] | None = None,
+        backend: str = "transformers",
     ) -> None:
         self.options = options or GenerationOptions()
-        self.spec = check_options(strategy, self.options)
-        self.spec.build(self.options)  # fail now on a missing knob or implementation, not mid-run
+        self.spec = check_backend(strategy, self.options, backend)
+        if backend == "transformers":
+            self.spec.build(self.options)  # fail now on a missing knob or implementation, not mid-run
+        _check_model(model, self.spec, self.options, backend)
         if selector is not None and not (isinstance(selector, Selector) or callable(selector)):
             raise TypeError(
                 f"selector={selector!r} must be None, an object with select(queries), or a callable"
@@ -318,6 +448,7 @@ class Pipeline:
         self.batch_size = batch_size
         self.seed = seed
         self.generate_kwargs = dict(generate_kwargs or {})
+        self.backend = backend
 
     def select(self, queries: Sequence[Any]) -> list[list[dict[str, Any]]]:
         """The demonstrations for each query (empty lists without a selector)."""
@@ -380,6 +511,7 @@ class Pipeline:
             streamer=streamer,
             progress=progress,
             generate_kwargs=self.generate_kwargs,
+            backend=self.backend,
         ):
             p = prepared[i]
             yield PipelineResult(i, p.query, p.demos, p.prompt, text, ids, p.amateur_prompt)

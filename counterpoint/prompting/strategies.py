@@ -14,27 +14,41 @@ Example:
 
 The expert-vs-amateur strategies (contrastive search, contrastive decoding, layer contrast, input
 contrast) live in :mod:`counterpoint.decoding` and are imported only when used.
+
+Backends: ``"transformers"`` (``model.generate``, every strategy) and ``"vllm"``
+(:func:`counterpoint.decoding.vllm_backend.generate_vllm`: greedy, sample, beam and
+contrastive-decoding). :func:`check_backend` refuses the others on vLLM, naming the reason:
+
+    >>> check_backend("contrastive-search", GenerationOptions(), "vllm")
+    Traceback (most recent call last):
+    ...
+    ValueError: strategy 'contrastive-search' cannot run on the vLLM backend: it needs the model's hidden states at every step, which vLLM does not expose; use the transformers backend (backend='transformers', on the command line --backend transformers)
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = [
+    "BACKENDS",
     "CONTRAST_KNOBS",
     "STRATEGIES",
     "GenerationOptions",
     "Strategy",
     "StrategyUnavailableError",
+    "check_backend",
     "check_options",
     "generate_kwargs",
     "get_strategy",
 ]
 
 LAYER_MODES = ("fixed", "jsd", "fusion")
+# Where generation runs: transformers' model.generate, or a vLLM engine (the optional "vllm" extra).
+BACKENDS = ("transformers", "vllm")
 
 
 class StrategyUnavailableError(ImportError):
@@ -99,6 +113,9 @@ class Strategy:
     knobs: tuple[str, ...]  # the GenerationOptions fields it takes
     build: Callable[[GenerationOptions], dict[str, Any]]  # options -> generate kwargs
     needs_amateur_prompt: bool = False  # input contrast: the caller supplies amateur_input_ids
+    # options -> generate_vllm kwargs (its strategy name and knobs); None: vLLM cannot run it.
+    build_vllm: Callable[[GenerationOptions], dict[str, Any]] | None = None
+    no_vllm_reason: str = ""  # why vLLM cannot run it (when build_vllm is None), for the error
 
     def streams(self, kwargs: dict[str, Any]) -> bool:
         """Whether generate accepts a streamer with these kwargs (transformers refuses it for beams)."""
@@ -188,6 +205,58 @@ def _input_contrast(o: GenerationOptions) -> dict[str, Any]:
     }
 
 
+# -- the vLLM backend: GenerationOptions -> generate_vllm kwargs ------------------------------------
+
+
+def _vllm_greedy(o: GenerationOptions) -> dict[str, Any]:
+    return {"strategy": "greedy"}
+
+
+def _vllm_sample(o: GenerationOptions) -> dict[str, Any]:
+    # vLLM's own defaults where a knob is not given: temperature 1, top_p 1, top_k off.
+    return {
+        "strategy": "sampling",
+        "temperature": o.temperature,
+        "top_p": 1.0 if o.top_p is None else o.top_p,
+        "top_k": o.top_k or 0,
+    }
+
+
+def _vllm_beam(o: GenerationOptions) -> dict[str, Any]:
+    return {"strategy": "beam", "num_beams": o.num_beams or 4}
+
+
+def _vllm_contrastive_decoding(o: GenerationOptions) -> dict[str, Any]:
+    if o.amateur is None:
+        raise ValueError("strategy 'contrastive-decoding' needs amateur (the amateur model)")
+    if not isinstance(o.amateur, str | os.PathLike):
+        raise ValueError(
+            f"amateur={type(o.amateur).__name__} object: on the vLLM backend amateur must be the amateur's "
+            "folder or Hub id (the engine loads it beside the expert), not a loaded model"
+        )
+    if (o.num_beams or 1) > 1:
+        raise ValueError(
+            f"num_beams={o.num_beams} is not available for strategy 'contrastive-decoding' on the vLLM "
+            "backend, which runs it greedy or sampled (do_sample); use the transformers backend for "
+            "contrastive beam search"
+        )
+    sampling = {k: getattr(o, k) for k in ("temperature", "top_k", "top_p") if getattr(o, k) is not None}
+    if sampling and not o.do_sample:
+        names = ", ".join(f"{k}={v!r}" for k, v in sampling.items())
+        verb = "needs" if len(sampling) == 1 else "need"
+        raise ValueError(
+            f"{names} {verb} do_sample=True with strategy 'contrastive-decoding' on the vLLM backend"
+        )
+    return {
+        "strategy": "contrastive_decoding",
+        "contrast": _contrast(o),
+        # temperature 0 is vLLM's greedy; sampling from the contrast scores at temperature 1 by default.
+        "temperature": (o.temperature or 1.0) if o.do_sample else 0.0,
+        "top_p": 1.0 if o.top_p is None else o.top_p,
+        "top_k": o.top_k or 0,
+    }
+
+
 CONTRAST_KNOBS = (
     "alpha",
     "beta",
@@ -204,28 +273,36 @@ CONTRAST_KNOBS = (
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
-        Strategy("greedy", "the most likely token at each step", (), _greedy),
+        Strategy("greedy", "the most likely token at each step", (), _greedy, build_vllm=_vllm_greedy),
         Strategy(
-            "sample", "sampling, with temperature / top-k / top-p", ("temperature", "top_k", "top_p"), _sample
+            "sample",
+            "sampling, with temperature / top-k / top-p",
+            ("temperature", "top_k", "top_p"),
+            _sample,
+            build_vllm=_vllm_sample,
         ),
-        Strategy("beam", "beam search", ("num_beams",), _beam),
+        Strategy("beam", "beam search", ("num_beams",), _beam, build_vllm=_vllm_beam),
         Strategy(
             "contrastive-search",
             "contrastive search (Su et al. 2022): alpha penalises similarity to the context",
             ("alpha", "top_k"),
             _contrastive_search,
+            no_vllm_reason="it needs the model's hidden states at every step, which vLLM does not expose",
         ),
         Strategy(
             "contrastive-decoding",
             "expert vs a smaller amateur model (Li et al. 2022)",
             ("amateur", *CONTRAST_KNOBS),
             _contrastive_decoding,
+            build_vllm=_vllm_contrastive_decoding,
         ),
         Strategy(
             "layer-contrast",
             "final layer vs early layers of the same model (DoLa, Chuang et al. 2023)",
             ("layers", "layer_mode", *CONTRAST_KNOBS),
             _layer_contrast,
+            no_vllm_reason="it needs the hidden states of intermediate layers at every step, which vLLM "
+            "does not expose",
         ),
         Strategy(
             "input-contrast",
@@ -233,6 +310,7 @@ STRATEGIES: dict[str, Strategy] = {
             ("variant", *CONTRAST_KNOBS),
             _input_contrast,
             needs_amateur_prompt=True,
+            no_vllm_reason="input contrast (the amateur reading another prompt) is not built for vLLM",
         ),
     )
 }
@@ -266,3 +344,32 @@ def generate_kwargs(name: str, options: GenerationOptions | None = None) -> dict
     """
     options = options or GenerationOptions()
     return check_options(name, options).build(options)
+
+
+def check_backend(
+    name: str, options: GenerationOptions | None = None, backend: str = "transformers"
+) -> Strategy:
+    """Validate strategy ``name`` with ``options`` for ``backend``, before any model loads.
+
+    For ``"vllm"`` it also checks the knobs vLLM cannot honour and that vLLM is importable.
+
+    Raises:
+        ValueError: an unknown backend or strategy, a knob the strategy does not take, or a strategy
+            (or knob) the backend cannot run; the message names the transformers backend.
+        ImportError: ``backend="vllm"`` without vLLM installed; the message names the ``vllm`` extra.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is unknown; use one of: {', '.join(BACKENDS)}")
+    options = options or GenerationOptions()
+    strategy = check_options(name, options)
+    if backend == "vllm":
+        if strategy.build_vllm is None:
+            raise ValueError(
+                f"strategy {name!r} cannot run on the vLLM backend: {strategy.no_vllm_reason}; use the "
+                "transformers backend (backend='transformers', on the command line --backend transformers)"
+            )
+        strategy.build_vllm(options)  # knob checks
+        from counterpoint.decoding.vllm_backend import require_vllm
+
+        require_vllm()
+    return strategy
