@@ -20,11 +20,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["JsonlOutput", "read_jsonl", "iter_jsonl"]
+__all__ = ["JsonlOutput", "iter_jsonl", "iter_jsonl_lines", "read_jsonl"]
 
 
-def iter_jsonl(path: str | os.PathLike[str], what: str = "input") -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects of a JSONL file, one per non-blank line.
+def iter_jsonl_lines(
+    path: str | os.PathLike[str], what: str = "input"
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line number, object)`` for each non-blank line of a JSONL file (numbers are 1-based).
 
     Args:
         path: the file.
@@ -51,7 +53,13 @@ def iter_jsonl(path: str | os.PathLike[str], what: str = "input") -> Iterator[di
                 raise ValueError(
                     f"{what} file {str(path)!r}, line {lineno}: expected a JSON object, got {type(row).__name__}"
                 )
-            yield row
+            yield lineno, row
+
+
+def iter_jsonl(path: str | os.PathLike[str], what: str = "input") -> Iterator[dict[str, Any]]:
+    """Yield the JSON objects of a JSONL file, one per non-blank line; see :func:`iter_jsonl_lines`."""
+    for _, row in iter_jsonl_lines(path, what):
+        yield row
 
 
 def read_jsonl(path: str | os.PathLike[str], what: str = "input") -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from counterpoint.io import iter_jsonl_lines
 from counterpoint.selection.embedders import Embedder, as_embedder
 from counterpoint.selection.search import (
     FaissIndexConfig,
@@ -90,22 +91,14 @@ def _check_records(
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[Any], list[int]]:
-    """Parse a JSONL file: the rows and their 1-based line numbers (blank lines are skipped).
+    """Parse a JSONL file of examples: the rows and their 1-based line numbers (blank lines skipped).
 
     Raises:
-        ValueError: naming the file and line of the first malformed row.
+        FileNotFoundError: no such file.
+        ValueError: naming the file and line of the first malformed row or non-object row.
     """
-    rows, lines = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: line {lineno}: malformed JSON ({err.msg})") from None
-            lines.append(lineno)
-    return rows, lines
+    numbered = list(iter_jsonl_lines(path, what="pool"))
+    return [row for _, row in numbered], [lineno for lineno, _ in numbered]
 
 
 class DemoPool:

@@ -244,3 +244,25 @@ def test_stop_strings_end_rows_like_generate_does():
     new = tokenizer.decode(stopped[0, prompt.shape[1] :])
     assert stop in new and new.endswith(stop) and text.startswith(new)
     assert stopped.shape[1] < free.shape[1]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_models_run_and_alpha_zero_is_still_greedy(dtype):
+    model = tiny_llama(seed=9).to(dtype)
+    batch = left_padded_batch(MIXED_PROMPTS)
+    greedy = model.generate(**batch, do_sample=False, max_new_tokens=6)
+    same = model.generate(
+        **batch, custom_generate=contrastive_search, penalty_alpha=0.0, top_k=4, max_new_tokens=6
+    )
+    assert torch.equal(same, greedy)
+    out = model.generate(
+        **batch,
+        custom_generate=contrastive_search,
+        penalty_alpha=0.6,
+        top_k=4,
+        max_new_tokens=6,
+        return_dict_in_generate=True,
+        output_scores=True,
+    )
+    assert out.sequences.shape == (3, batch["input_ids"].shape[1] + 6)
+    assert out.scores[0].dtype == torch.float32  # scores and the penalty are computed in fp32

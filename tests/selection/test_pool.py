@@ -77,7 +77,11 @@ def test_embedder_output_is_normalised_and_text_keys_are_joined():
 @pytest.mark.parametrize(
     ("lines", "kwargs", "message"),
     [
-        (['{"input": "a"}', '{"input": "b"', '{"input": "c"}'], {}, r"p.jsonl: line 2: malformed JSON"),
+        (
+            ['{"input": "a"}', '{"input": "b"', '{"input": "c"}'],
+            {},
+            r"pool file '.*p.jsonl', line 2: not valid JSON",
+        ),
         (
             ['{"input": "a"}', "", '{"text": "b"}'],
             {},
@@ -89,7 +93,7 @@ def test_embedder_output_is_normalised_and_text_keys_are_joined():
             r"p.jsonl: line 2: missing label key 'y'",
         ),
         (['{"input": 5}'], {}, r"p.jsonl: line 1: text key 'input' must hold a string, got int"),
-        (['["input", "a"]'], {}, r"p.jsonl: line 1: each example must be a JSON object \(dict\), got list"),
+        (['["input", "a"]'], {}, r"pool file '.*p.jsonl', line 1: expected a JSON object, got list"),
         (["", "  "], {}, r"the pool is empty: .*p.jsonl holds no examples"),
     ],
 )
