@@ -11,6 +11,17 @@ amateur's next-token logits, one row per request, reusing each request's cache a
   from there, so the result never depends on the engine announcing every change.
 
 Correctness therefore rests on the tokens alone: the pool compares them with what it has cached.
+
+Decode steps are batched. The requests that grew by exactly one token since their last step (the
+steady state of serving) go through ONE amateur forward of ``(R, 1)`` tokens over a persistent
+batched cache: each request is a row, left-padded to the longest, with a 2-D attention mask that
+hides the padding and per-row position ids equal to that request's own length. The batch is only
+rebuilt when the set of such requests changes (one joins, finishes, diverges or skips a step); in
+the steady state nothing is copied beyond the cache's own append. Prefill of joining requests,
+growth by several tokens and recomputation after a rollback run per request, as do all requests
+when the model's cache has layers other than plain full attention (sliding window, recurrent).
+Padding never changes a result: padded keys get zero attention weight, and every real key keeps
+the rotary/learned position it was computed at.
 This module has no vLLM import, so it is tested in the main environment against a full recompute.
 
 Example:
@@ -22,7 +33,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+import inspect
+from collections.abc import Container, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -35,9 +47,23 @@ class _Seq:
     """What the amateur holds for one request."""
 
     tokens: list[int] = field(default_factory=list)  # token ids the cache covers, in order
-    cache: object | None = None  # transformers DynamicCache over `tokens`
+    cache: object | None = None  # own transformers DynamicCache over `tokens` (None while batched)
+    row: int | None = None  # its row in the pool's batched cache instead, while it is a member
     last: torch.Tensor | None = None  # (V,) logits after the last token of `tokens`
     idle: int = 0  # steps since this request was last asked for
+
+
+@dataclass
+class _Batch:
+    """The decoding requests' caches stacked into one left-padded DynamicCache.
+
+    Row ``r`` holds ``seqs[r]``'s keys/values in columns ``pads[r]:``; columns before are padding.
+    A member dropped from the pool stays here until the next rebuild (its row is then discarded).
+    """
+
+    seqs: list[_Seq]  # one per row
+    cache: object  # transformers DynamicCache, per layer keys/values (R, H_kv, P, D)
+    pads: torch.Tensor  # (R,) long: left-padding columns of each row
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -51,21 +77,37 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class AmateurPool:
-    """Per-request caches of one amateur causal LM.
+    """Per-request caches of one amateur causal LM, decode steps batched across requests.
 
     Args:
         model: a transformers causal LM (eval mode, on the device the logits are wanted on).
         max_idle_steps: a request not asked for in this many consecutive :meth:`logits` calls has
             its cache freed (the engine has no "request finished" signal in every interface). If it
             comes back, it is recomputed from its tokens, so this bounds memory, not correctness.
+        batch_decode: run the requests that each need one new token through one batched forward
+            (the default). ``False`` runs one forward per request, as a reference or a fallback. It
+            has no effect for models whose cache is not plain full attention (always per request).
     """
 
-    def __init__(self, model: torch.nn.Module, *, max_idle_steps: int = 64) -> None:
+    def __init__(
+        self, model: torch.nn.Module, *, max_idle_steps: int = 64, batch_decode: bool = True
+    ) -> None:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
         if max_idle_steps < 1:
             raise ValueError(f"max_idle_steps={max_idle_steps!r} must be >= 1")
         self.model = model
         self.max_idle_steps = max_idle_steps
         self._seqs: dict[Hashable, _Seq] = {}
+        self._batch: _Batch | None = None
+        # Rows can be padded and stacked only when every cache layer keeps all keys of full
+        # attention (a sliding window drops old columns, a recurrent layer has none).
+        layers = DynamicCache(config=model.config).layers
+        self.batch_decode = batch_decode and bool(layers) and all(type(x) is DynamicLayer for x in layers)
+        # Only the last position's logits are needed: skip the LM head elsewhere (prefill).
+        params = inspect.signature(model.forward).parameters
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
     def __len__(self) -> int:
         return len(self._seqs)
@@ -95,6 +137,7 @@ class AmateurPool:
     def reset(self) -> None:
         """Forget every request."""
         self._seqs.clear()
+        self._batch = None
 
     @torch.inference_mode()
     def logits(self, rows: Sequence[tuple[Hashable, Sequence[int]]]) -> torch.Tensor:
@@ -105,20 +148,39 @@ class AmateurPool:
                 (prompt and output), at least one token. Keys must be distinct.
 
         Returns:
-            ``(len(rows), V_a)`` logits in the model's dtype, on the model's device.
+            ``(len(rows), V_a)`` logits in the model's dtype, on the model's device. Rows that grew
+            by one token since their last call share one forward; the others run one each.
         """
         keys = [key for key, _ in rows]
         if len(set(keys)) != len(keys):
             raise ValueError(f"AmateurPool.logits got a key twice in one call: {keys}")
-        out = []
+        seqs, wanted = [], []
         for key, tokens in rows:
             if len(tokens) == 0:
                 raise ValueError(f"request {key!r} has no tokens; the amateur needs at least one")
             seq = self._seqs.setdefault(key, _Seq())
             seq.idle = 0
-            out.append(self._advance(seq, list(tokens)))
+            seqs.append(seq)
+            wanted.append(list(tokens))
+        out: list[torch.Tensor | None] = [None] * len(rows)
+        # Requests that grew by exactly one token since their last step: one batched forward.
+        steady = [i for i in range(len(rows)) if self._one_more(seqs[i], wanted[i])]
+        if self.batch_decode and len(steady) >= 2:
+            members = {id(seqs[i]): wanted[i] for i in steady}
+            if self._batch is None or {id(s) for s in self._batch.seqs} != members.keys():
+                self._rebatch([seqs[i] for i in steady])
+            last = self._batch_step(members)  # (R, V_a), in the batch's row order
+            for i in steady:
+                out[i] = last[seqs[i].row]
+        else:
+            self._unbatch()
+        # Everything else (joins, multi-token growth, rollbacks, repeats): one forward per request.
+        for i in range(len(rows)):
+            if out[i] is None:
+                out[i] = self._advance(seqs[i], wanted[i])
         # Free requests that have not come back for a while (finished ones, in interfaces that
-        # never say so). Their tokens would rebuild them, so this is about memory only.
+        # never say so). Their tokens would rebuild them, so this is about memory only. A freed
+        # batch member leaves the batch at its next rebuild.
         asked = set(keys)
         for key in [k for k in self._seqs if k not in asked]:
             self._seqs[key].idle += 1
@@ -129,9 +191,95 @@ class AmateurPool:
             return torch.empty(0, vocab, device=self._device())
         return torch.stack(out)  # (N, V_a)
 
+    @staticmethod
+    def _one_more(seq: _Seq, tokens: list[int]) -> bool:
+        """Whether ``tokens`` is exactly what ``seq`` caches plus one new token."""
+        has_cache = seq.cache is not None or seq.row is not None
+        return (
+            has_cache
+            and seq.last is not None
+            and len(tokens) == len(seq.tokens) + 1
+            and tokens[:-1] == seq.tokens
+        )
+
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    # -- the batched decode step ---------------------------------------------------------------------
+    def _kv(self, seq: _Seq) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``seq``'s keys and values per layer, each ``(H_kv, len(seq.tokens), D)``, padding excluded."""
+        if seq.row is not None:
+            pad = int(self._batch.pads[seq.row])
+            return [(x.keys[seq.row, :, pad:], x.values[seq.row, :, pad:]) for x in self._batch.cache.layers]
+        return [(x.keys[0], x.values[0]) for x in seq.cache.layers]
+
+    def _rebatch(self, members: list[_Seq]) -> None:
+        """Stack ``members``' caches into a new left-padded batch; give other live rows their own cache.
+
+        One copy of each cache involved; runs only when the set of decoding requests changes.
+        """
+        from transformers import DynamicCache
+
+        width = max(len(seq.tokens) for seq in members)
+        pieces = [self._kv(seq) for seq in members]  # per member, per layer: (k, v)
+        stacked = []
+        for layer in range(len(pieces[0])):
+            k0, v0 = pieces[0][layer]
+            keys = k0.new_zeros(len(members), k0.shape[0], width, k0.shape[-1])  # (R, H_kv, P, D)
+            values = v0.new_zeros(len(members), v0.shape[0], width, v0.shape[-1])
+            for r, kv in enumerate(pieces):
+                n = kv[layer][0].shape[-2]
+                keys[r, :, width - n :] = kv[layer][0]  # left padding: real tokens end every row
+                values[r, :, width - n :] = kv[layer][1]
+            stacked.append((keys, values))
+        pads = torch.tensor([width - len(seq.tokens) for seq in members], device=self._device())
+        staying = {id(seq) for seq in members}
+        self._unbatch(keep=staying)  # old rows not staying (and still in the pool) get their own cache
+        self._batch = _Batch(
+            list(members), DynamicCache(ddp_cache_data=stacked, config=self.model.config), pads
+        )
+        for r, seq in enumerate(members):
+            seq.cache, seq.row = None, r
+
+    def _unbatch(self, keep: Container[int] = frozenset()) -> None:
+        """Dissolve the batch: live members not in ``keep`` (ids) get their own DynamicCache back."""
+        from transformers import DynamicCache
+
+        if self._batch is None:
+            return
+        live = {id(seq) for seq in self._seqs.values()}
+        for seq in self._batch.seqs:
+            if id(seq) in live and id(seq) not in keep:
+                # DynamicCache copies what it is given, so the batch's storage is not kept alive.
+                own = [(k.unsqueeze(0), v.unsqueeze(0)) for k, v in self._kv(seq)]  # (1, H_kv, L, D)
+                seq.cache = DynamicCache(ddp_cache_data=own, config=self.model.config)
+            seq.row = None
+        self._batch = None
+
+    def _batch_step(self, members: dict[int, list[int]]) -> torch.Tensor:
+        """Feed each batch row its one new token (``members``: id(seq) -> tokens); ``(R, V_a)`` logits."""
+        batch, device = self._batch, self._device()
+        width = batch.cache.get_seq_length()  # P: columns cached so far, padding included
+        new = torch.tensor([[members[id(seq)][-1]] for seq in batch.seqs], device=device)  # (R, 1)
+        # Each row's new token sits at its own length; padding columns are masked out.
+        positions = torch.tensor([[len(seq.tokens)] for seq in batch.seqs], device=device)  # (R, 1)
+        mask = (torch.arange(width + 1, device=device) >= batch.pads[:, None]).long()  # (R, P + 1)
+        out = self.model(
+            input_ids=new,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=batch.cache,
+            use_cache=True,
+            **self._keep,
+        )
+        batch.cache = out.past_key_values
+        last = out.logits[:, -1]  # (R, V_a)
+        for r, seq in enumerate(batch.seqs):
+            seq.tokens = members[id(seq)]
+            seq.last = last[r]
+        return last
+
+    # -- one request at a time -------------------------------------------------------------------
     def _advance(self, seq: _Seq, tokens: list[int]) -> torch.Tensor:
         """Bring ``seq`` to ``tokens`` with the fewest amateur tokens fed; return its last logits."""
         from transformers import DynamicCache
@@ -152,7 +300,7 @@ class AmateurPool:
         new = torch.tensor([tokens[keep:]], dtype=torch.long, device=self._device())  # (1, n)
         # No attention mask or positions: the cache holds exactly `keep` tokens of this one
         # sequence, so transformers numbers the new ones keep, keep+1, ... itself.
-        out = self.model(input_ids=new, past_key_values=seq.cache, use_cache=True)
+        out = self.model(input_ids=new, past_key_values=seq.cache, use_cache=True, **self._keep)
         seq.cache = out.past_key_values
         seq.tokens = tokens
         seq.last = out.logits[0, -1]  # (V_a,)

@@ -46,7 +46,7 @@ class ContrastiveLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):
     :func:`counterpoint.decoding.vllm_backend.contrast_extra_args`); other requests' rows are left
     untouched. The amateur is named once per engine in
     ``additional_config={"counterpoint_amateur": path}`` and runs on the logits' device, one cache
-    per request (:class:`AmateurPool`).
+    per request, decode steps batched across requests (:class:`AmateurPool`).
 
     The processor's output is the contrast score, ``-inf`` outside the expert's plausible head; vLLM
     then applies temperature, top-k/top-p and sampling (or argmax for ``temperature=0``) to it.

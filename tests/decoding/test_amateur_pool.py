@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from counterpoint.decoding.amateur_pool import AmateurPool
-from tests.tiny_models import MIXED_PROMPTS, tiny_llama
+from tests.tiny_models import MIXED_PROMPTS, tiny_gpt2, tiny_llama
 
 
 def full_logits(model, tokens):
@@ -72,3 +72,130 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match=r"request 'a' has no tokens"):
         pool.logits([("a", [])])
     assert pool.logits([]).shape == (0, 97)
+
+
+# -- the batched decode step --------------------------------------------------------------------
+class Forwards:
+    """Records the ``input_ids`` shape of every forward of one model."""
+
+    def __init__(self, model):
+        self.shapes = []
+        model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        self.shapes.append(tuple(ids.shape))
+
+    def take(self):
+        shapes, self.shapes = self.shapes, []
+        return shapes
+
+
+def pool_and_oracle(make, seed, **kwargs):
+    """A pool over one model, its forward recorder, and an identical model for the reference."""
+    model = make(seed=seed)
+    return AmateurPool(model, **kwargs), Forwards(model), make(seed=seed)
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])  # rotary and learned positions
+def test_steady_decoding_is_one_batched_forward_per_step(make):
+    pool, calls, oracle = pool_and_oracle(make, seed=6)
+    assert pool.batch_decode
+    seqs = {key: list(p) for key, p in zip("abc", MIXED_PROMPTS, strict=True)}  # lengths 7, 2, 4
+    check(pool, oracle, list(seqs.items()))
+    assert calls.take() == [(1, 7), (1, 2), (1, 4)]  # prefill: one forward per joining request
+    for step in range(6):
+        for i, key in enumerate(seqs):
+            seqs[key] = seqs[key] + [(13 * step + 7 * i) % 90 + 2]
+        check(pool, oracle, list(seqs.items()))
+        assert calls.take() == [(3, 1)]  # every request one new token: ONE forward for all three
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])
+def test_batched_rows_join_leave_diverge_and_move_like_a_full_recompute(make):
+    pool, calls, oracle = pool_and_oracle(make, seed=7)
+    a, b, c = (list(p) for p in MIXED_PROMPTS)
+    d = [30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40]  # longer than the others: the batch widens
+
+    def step(rows, want_calls):
+        check(pool, oracle, rows)
+        assert calls.take() == want_calls
+
+    step([("a", a), ("b", b)], [(1, 7), (1, 2)])
+    a, b = a + [3], b + [4]
+    step([("a", a), ("b", b)], [(2, 1)])  # the batch is built
+    a, b = a + [5], b + [6]
+    step([("b", b), ("c", c), ("a", a)], [(2, 1), (1, 4)])  # c joins beside the batch (prefill)
+    a, b, c = a + [7], b + [8], c + [9]
+    step([("a", a), ("b", b), ("c", c)], [(3, 1)])  # c enters the batch
+    a, b, c = a + [10], b[:3] + [50], c + [11]  # b rolled back and diverged mid-batch
+    step([("a", a), ("b", b), ("c", c)], [(2, 1), (1, 1)])  # a, c batched; b cropped to 3, refed
+    a, b, c = a + [12], b + [13], c + [14]
+    step([("c", c), ("a", a), ("b", b)], [(3, 1)])
+    pool.drop("a")  # a finishes; d joins
+    b, c = b + [15], c + [16]
+    step([("b", b), ("c", c), ("d", d)], [(2, 1), (1, 11)])
+    pool.swap("b", "c")  # rows follow their tokens, not their keys
+    b, c, d = b + [17], c + [18], d + [19]
+    step([("b", c), ("c", b), ("d", d)], [(3, 1)])
+    b, c, d = b + [20], c + [21, 22], d + [23]  # c (now under key "b") grows by two at once
+    step([("b", c), ("c", b), ("d", d)], [(2, 1), (1, 2)])
+    d = d + [24]
+    step([("d", d)], [(1, 1)])  # a lone request decodes on its own
+    b, d = b + [25], d + [26]
+    step([("c", b), ("d", d)], [(2, 1)])
+    step([("c", b), ("d", d)], [])  # asked again unchanged: the logits it has, no forward
+    assert set(pool._seqs) == {"b", "c", "d"}
+
+
+def test_unbatched_pool_is_one_forward_per_request_and_agrees():
+    pool, calls, oracle = pool_and_oracle(tiny_llama, seed=8, batch_decode=False)
+    batched = AmateurPool(tiny_llama(seed=8))
+    seqs = [list(p) for p in MIXED_PROMPTS]
+    for step in range(3):
+        rows = [(i, s) for i, s in enumerate(seqs)]
+        check(pool, oracle, rows)
+        torch.testing.assert_close(batched.logits(rows), pool.logits(rows), rtol=1e-5, atol=1e-5)
+        assert calls.take() == ([(1, 7), (1, 2), (1, 4)] if step == 0 else [(1, 1)] * 3)
+        seqs = [s + [step + 2] for s in seqs]
+
+
+def test_idle_eviction_of_a_batch_member_rebuilds_the_batch():
+    pool, calls, oracle = pool_and_oracle(tiny_llama, seed=9, max_idle_steps=1)
+    a, b, c = (list(p) for p in MIXED_PROMPTS)
+    check(pool, oracle, [("a", a), ("b", b), ("c", c)])
+    a, b, c = a + [2], b + [3], c + [4]
+    check(pool, oracle, [("a", a), ("b", b), ("c", c)])
+    a, b = a + [5], b + [6]
+    calls.take()
+    check(pool, oracle, [("a", a), ("b", b)])  # c not asked: evicted at once
+    assert "c" not in pool and calls.take() == [(2, 1)]
+    check(pool, oracle, [("a", a + [7]), ("c", c + [8])])  # c comes back: recomputed from its tokens
+    assert calls.take() == [(1, 1), (1, 6)]
+
+
+def test_sliding_window_models_decode_per_request():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    def make(seed):
+        torch.manual_seed(seed)
+        config = MistralConfig(
+            vocab_size=97,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            sliding_window=4,
+            max_position_embeddings=256,
+        )
+        return MistralForCausalLM(config).eval()
+
+    pool, calls, oracle = pool_and_oracle(make, seed=10)
+    assert not pool.batch_decode  # a sliding-window cache cannot be left-padded and stacked
+    seqs = [list(p) for p in MIXED_PROMPTS]
+    check(pool, oracle, list(enumerate(seqs)))
+    calls.take()
+    seqs = [s + [5] for s in seqs]
+    check(pool, oracle, list(enumerate(seqs)))
+    assert calls.take() == [(1, 1)] * 3
