@@ -21,9 +21,8 @@ import torch
 
 from counterpoint.decoding.scores import ContrastConfig, contrast_scores
 from counterpoint.decoding.vllm_backend import contrast_extra_args, generate_vllm, parse_contrast_args
+from tests.vllm_env import ROOT, VLLM_PYTHON, require_vllm_python
 
-ROOT = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 DRIVER = Path(__file__).with_name("vllm_driver.py")
 MAX_NEW = 10
 AMATEUR_LAYERS = 4
@@ -144,13 +143,7 @@ def _scenarios(prompt_ids):
 @pytest.fixture(scope="module")
 def vllm_run(models, tmp_path_factory):
     """Run every scenario on one vLLM engine in .venv-vllm; returns (scenarios, results)."""
-    if os.environ.get("COUNTERPOINT_SKIP_VLLM") == "1":
-        pytest.skip("COUNTERPOINT_SKIP_VLLM=1: vLLM backend tests skipped on request")
-    if not VLLM_PYTHON.exists():
-        pytest.fail(
-            f"{VLLM_PYTHON} is missing: build it with `bash scripts/setup_vllm.sh` "
-            "(or set COUNTERPOINT_SKIP_VLLM=1 to skip the vLLM backend tests)"
-        )
+    require_vllm_python()
     expert_dir, amateur_dir, _, _, tokenizer = models
     scenarios = _scenarios(_prompt_ids(tokenizer))
     work = tmp_path_factory.mktemp("vllm")

@@ -24,9 +24,8 @@ from counterpoint.prompting import GenerationOptions, Pipeline
 from counterpoint.prompting.pipeline import _check_model, generate_texts
 from counterpoint.prompting.strategies import check_backend, get_strategy
 from tests.tiny_models import tiny_llama
+from tests.vllm_env import ROOT, VLLM_PYTHON, require_vllm_python
 
-ROOT = Path(__file__).resolve().parents[2]
-VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 MAX_NEW = 8
 PROMPTS = ["Once upon a time", "The capital of France is a city called", "Hi"]
 USE_TRANSFORMERS = (
@@ -233,13 +232,7 @@ def _rows(path):
 @pytest.fixture(scope="module")
 def vllm_outputs(vllm_models, tmp_path_factory):
     """Each strategy's rows from ``python -m counterpoint.cli generate --backend vllm`` in .venv-vllm."""
-    if os.environ.get("COUNTERPOINT_SKIP_VLLM") == "1":
-        pytest.skip("COUNTERPOINT_SKIP_VLLM=1: vLLM backend tests skipped on request")
-    if not VLLM_PYTHON.exists():
-        pytest.fail(
-            f"{VLLM_PYTHON} is missing: build it with `bash scripts/setup_vllm.sh` "
-            "(or set COUNTERPOINT_SKIP_VLLM=1 to skip the vLLM backend tests)"
-        )
+    require_vllm_python()
     expert, amateur = vllm_models
     work = tmp_path_factory.mktemp("vllm-cli")
     prompts = work / "prompts.jsonl"
