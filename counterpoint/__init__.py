@@ -22,7 +22,7 @@ _EXPORTS = {
     "load_language_model": "counterpoint.models",
     "ChatTemplate": "counterpoint.prompting",
     "FewShotTemplate": "counterpoint.prompting",
-    "GenerationOptions": "counterpoint.prompting",
+    "GenerationOptions": "counterpoint.decoding",
     "Pipeline": "counterpoint.prompting",
     "PoolSelector": "counterpoint.prompting",
     "DemoPool": "counterpoint.selection",
@@ -50,6 +50,7 @@ __all__ = [
 if TYPE_CHECKING:
     from counterpoint.decoding import (
         ContrastConfig,
+        GenerationOptions,
         contrastive_decoding,
         contrastive_search,
         input_contrast,
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
     from counterpoint.prompting import (
         ChatTemplate,
         FewShotTemplate,
-        GenerationOptions,
         Pipeline,
         PoolSelector,
     )

@@ -1,7 +1,10 @@
-"""The ``counterpoint`` command line: thin wrappers over the library, JSONL in and out.
+"""The ``counterpoint`` command line: a thin layer over the registries and the library, JSONL in and out.
 
-Every command validates its options before loading a model; user errors end with one ``Error:``
-line and a non-zero exit status, never a traceback.
+Strategy choices, their flags, defaults and help come from the strategy registry
+(:mod:`counterpoint.decoding.registry`); selection methods from the selection registry; backends from
+:mod:`counterpoint.decoding.backend`. Every check that needs no model runs before anything loads, and the
+checks that need the model (its depth, its vocabulary) run on its config before the weights load. A user
+error ends with one ``Error:`` line naming the flag, the value and what is valid, and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -15,45 +18,74 @@ from typing import Any
 import click
 
 from counterpoint import __version__
+from counterpoint.decoding.backend import BACKEND_NAMES, get_backend
+from counterpoint.decoding.registry import STRATEGIES, get_strategy, options_by_name
+from counterpoint.decoding.spec import GenerationOptions, MissingOptionError, UnknownOptionError
+from counterpoint.errors import OptionError
 from counterpoint.models import ModelNotInstalledError
 
 # What a user error looks like when it comes out of the library: turned into one "Error:" line.
 # TypeError and other RuntimeErrors are left alone: from here they would be bugs, worth a traceback.
 _USER_ERRORS = (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError, ModelNotInstalledError)
 
-METHODS = ("knn", "mmr", "dpp", "bm25", "random", "vote-k")
-# Selection methods that match by embedding (the embedder is loaded only for these).
-_EMBEDDING_METHODS = ("knn", "mmr", "dpp", "vote-k")
-
-# CLI flag of each GenerationOptions knob, for messages.
-_FLAGS = {
-    "alpha": "--alpha",
-    "top_k": "--top-k",
-    "beta": "--beta",
-    "form": "--form",
-    "gamma": "--gamma",
-    "tau": "--tau",
-    "temperature": "--temperature",
-    "top_p": "--top-p",
-    "num_beams": "--num-beams",
-    "do_sample": "--do-sample",
-    "amateur": "--amateur",
-    "layers": "--layers",
-    "layer_mode": "--layer-mode",
-    "variant": "--variant",
+# Library argument names that are not strategy options, and the flag each command shows for them.
+_ARGUMENT_FLAGS = {
+    "strategy": "--strategy",
+    "backend": "--backend",
+    "model": "--model",
+    "embedder": "--embedder",
+    "input": "--input",
+    "prompt_key": "--prompt-key",
+    "amateur_prompt": "--amateur-prompt",
+    "system_prompt": "--system-prompt",
+    "max_new_tokens": "--max-new-tokens",
+    "method": "--method",
+    "order": "--order",
+    "k": "-k",
+    "max_tokens": "--max-tokens",
+    "demo_format": "--demo-format",
+    "query_format": "--query-format",
 }
+
+
+def _flag(name: str) -> str | None:
+    """The flag of a library argument or strategy option; None when the command line has none."""
+    if name in options_by_name():
+        return "--" + name.replace("_", "-")
+    return _ARGUMENT_FLAGS.get(name)
+
+
+def _message(err: Exception) -> str:
+    """One line for a user error, in the command line's own words."""
+    if isinstance(err, MissingOptionError):
+        return err.render(_flag(err.argument))
+    if isinstance(err, UnknownOptionError) and err.strategy is not None:
+        takes = ", ".join(_flag(name) for name in err.takes) or "no options"
+        return f"{_flag(err.argument)} cannot be used with --strategy {err.strategy} (it takes {takes})"
+    if isinstance(err, OptionError):
+        flag = _flag(err.argument)
+        if flag is None and err.argument.startswith("prompts["):
+            row = int(err.argument[len("prompts[") : -1]) + 1
+            return f"prompt {row}: {err.problem}"
+        return err.render(flag) if flag else str(err)
+    if isinstance(err, KeyError) and err.args:
+        return str(err.args[0])
+    return str(err)
 
 
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
-    """Turn the library's validation errors into one-line ``click.ClickException``s."""
+    """Turn the library's validation errors into one-line errors (exit 2 for bad options, 1 otherwise)."""
+    from counterpoint.decoding.vllm.engine import VllmEngineError
+
     try:
         yield
     except click.ClickException:
         raise
-    except _USER_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        raise click.ClickException(str(message)) from None
+    except OptionError as err:
+        raise UsageError(_message(err)) from None
+    except (*_USER_ERRORS, VllmEngineError) as err:
+        raise click.ClickException(_message(err)) from None
 
 
 class UsageError(click.UsageError):
@@ -68,75 +100,71 @@ def _unescape(text: str | None) -> str | None:
     return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
 
 
-# -- shared options -----------------------------------------------------------------------------
+def _apply(f: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
-def _strategy_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+# -- strategy options, built from the registry -------------------------------------------------------
+
+_CLICK_TYPES = {"float": float, "int": int, "str": str, "model": str, "layers": str}
+
+
+def _option_help(name: str) -> str:
+    """One help line for an option: what it means for each strategy that takes it, with its default."""
+    parts = []
+    for strategy, option in options_by_name()[name]:
+        default = "" if option.default is None else f" ({option.default})"
+        parts.append(f"{strategy}: {option.help}{default}")
+    merged: dict[str, list[str]] = {}
+    for part in parts:  # strategies sharing one meaning are listed together
+        strategy, _, text = part.partition(": ")
+        merged.setdefault(text, []).append(strategy)
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in merged.items()) + "."
+
+
+def _strategy_flags() -> list[Callable[..., Any]]:
+    flags = [
         click.option(
             "--strategy",
+            type=click.Choice(list(STRATEGIES)),
             default="greedy",
             show_default=True,
-            help="Decoding strategy: greedy, sample, beam, contrastive-search, contrastive-decoding, "
-            "layer-contrast or input-contrast.",
-        ),
-        click.option(
-            "--alpha",
-            type=float,
-            help="contrastive-search: degeneration penalty (0.6); "
-            "contrast strategies: plausibility threshold in (0, 1] (0.1).",
-        ),
-        click.option(
-            "--top-k", type=int, help="contrastive-search: candidates (4); sampling: keep the k most likely."
-        ),
-        click.option(
-            "--beta", type=float, help="Contrast strategies: weight of the contrast, 'beta' form (0.5)."
-        ),
-        click.option(
-            "--form",
-            type=click.Choice(["beta", "difference"]),
-            help="Contrast strategies: score form (beta).",
-        ),
-        click.option(
-            "--gamma", type=float, help="Contrast strategies: amateur weight, 'difference' form (1.0)."
-        ),
-        click.option("--tau", type=float, help="Contrast strategies: amateur temperature (1.0)."),
-        click.option(
-            "--temperature",
-            type=float,
-            help="Sampling temperature (sample; contrast strategies with --do-sample).",
-        ),
-        click.option("--top-p", type=float, help="Nucleus sampling mass in (0, 1]."),
-        click.option("--num-beams", type=int, help="Beam width (beam: 4; contrast strategies: 1)."),
-        click.option(
-            "--do-sample", is_flag=True, default=False, help="Contrast strategies: sample instead of greedy."
-        ),
-        click.option(
-            "--amateur", metavar="MODEL", help="contrastive-decoding: the amateur model (path or name)."
-        ),
-        click.option(
-            "--layers",
-            metavar="I[,J...]",
-            help="layer-contrast: amateur layer index or indices, e.g. 4 or 2,4,6.",
-        ),
-        click.option(
-            "--layer-mode",
-            type=click.Choice(["fixed", "jsd", "fusion"]),
-            help="layer-contrast: how layers are used (fixed).",
-        ),
+            help="Decoding strategy: "
+            + "; ".join(f"{s.name}: {s.summary}" for s in STRATEGIES.values())
+            + ".",
+        )
+    ]
+    for name, uses in options_by_name().items():
+        option = uses[0][1]
+        flag = "--" + name.replace("_", "-")
+        if option.type == "bool":
+            flags.append(click.option(flag, name, is_flag=True, default=None, help=_option_help(name)))
+            continue
+        choices = {c for _, o in uses for c in (o.choices or ())}
+        kind = (
+            click.Choice(sorted(choices, key=str))
+            if choices and all(o.choices for _, o in uses)
+            else _CLICK_TYPES[option.type]
+        )
+        metavar = {"layers": "I[,J...]", "model": "MODEL"}.get(option.type)
+        flags.append(
+            click.option(flag, name, type=kind, default=None, metavar=metavar, help=_option_help(name))
+        )
+    flags += [
         click.option(
             "--backend",
-            type=click.Choice(["transformers", "vllm"]),
+            type=click.Choice(list(BACKEND_NAMES)),
             default="transformers",
             show_default=True,
-            help="Where generation runs: transformers (every strategy) or a vLLM engine (greedy, sample, "
-            "beam, contrastive-decoding; needs the vllm extra).",
+            help="Where generation runs: transformers (every strategy) or a vLLM engine (the strategies with a "
+            "vLLM path; needs the vllm extra).",
         ),
         click.option(
             "--model",
             metavar="MODEL",
-            help="Model: a local folder, a .gguf file or a Hub id. "
-            "Default: the embedded SmolLM2-135M-Instruct.",
+            help="Model: a local folder, a .gguf file or a Hub id. Default: the embedded SmolLM2-135M-Instruct.",
         ),
         click.option(
             "--max-new-tokens",
@@ -150,45 +178,75 @@ def _strategy_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=1),
             default=8,
             show_default=True,
-            help="Prompts per generate call (prompts are grouped by length); with --backend vllm, "
-            "per engine call.",
+            help="Prompts per generate call (prompts are grouped by length); with --backend vllm, per engine call.",
         ),
         click.option(
             "--seed", type=int, default=0, show_default=True, help="Random seed (batch b uses seed + b)."
         ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def _output_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
         click.option(
-            "-o",
-            "--output",
-            type=click.Path(dir_okay=False),
-            help="JSONL output file (default: standard output).",
+            "--truncate",
+            is_flag=True,
+            help="Cut prompts longer than the model's context on the left instead of refusing them.",
         ),
-        click.option(
-            "--resume", is_flag=True, help="Keep the rows already in --output and do only the missing ones."
-        ),
-        click.option("--overwrite", is_flag=True, help="Replace an existing --output file."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return flags
 
 
-_progress_option = click.option(
+def _generation_options(kw: dict[str, Any]) -> GenerationOptions:
+    """The strategy options given on the command line (every given value, 0 included), checked for the
+    strategy and backend before any model loads."""
+    given = {name: kw.pop(name) for name in list(options_by_name()) if name in kw}
+    given = {name: value for name, value in given.items() if value is not None}
+    if "layers" in given:
+        try:
+            parts = tuple(int(p) for p in str(given["layers"]).split(","))
+        except ValueError:
+            raise OptionError(
+                "layers",
+                given["layers"],
+                "is not a layer index or a comma-separated list of them (e.g. 4 or 2,4,6)",
+            ) from None
+        given["layers"] = parts[0] if len(parts) == 1 else parts
+    options = GenerationOptions(**given)
+    get_backend(kw["backend"]).check(kw["strategy"], options)
+    return options
+
+
+def _quiet_loading(verbose: bool) -> None:
+    """Keep transformers' and sentence-transformers' loading bars off standard error unless --verbose."""
+    if not verbose:
+        from transformers import logging
+
+        logging.disable_progress_bar()
+
+
+def _load_backend(kw: dict[str, Any], options: GenerationOptions) -> Any:
+    _quiet_loading(kw["verbose"])
+    return get_backend(kw["backend"]).load(kw["model"], kw["strategy"], options, seed=kw["seed"])
+
+
+_output_flags = [
+    click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False),
+        help="JSONL output file (default: standard output).",
+    ),
+    click.option(
+        "--resume", is_flag=True, help="Keep the rows already in --output and do only the missing ones."
+    ),
+    click.option("--overwrite", is_flag=True, help="Replace an existing --output file."),
+]
+_progress_flag = click.option(
     "--progress/--no-progress",
     default=None,
     help="Show a progress bar on standard error (default: when it is a terminal).",
 )
+_verbose_flag = click.option("--verbose", is_flag=True, help="Show the model-loading messages and bars.")
 
 
-def _template_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+def _template_flags() -> list[Callable[..., Any]]:
+    return [
         click.option("--instruction", default="", help="Text before the demonstrations (\\n for a newline)."),
         click.option(
             "--demo-format",
@@ -215,71 +273,19 @@ def _template_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--system-prompt", help="With --chat: the system turn (default: --instruction)."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
-def _generation_options(strategy: str, kw: dict[str, Any]) -> Any:
-    """Check the knobs given on the command line against the strategy and backend; build GenerationOptions."""
-    from counterpoint.prompting.strategies import GenerationOptions, check_backend, get_strategy
-
-    spec = get_strategy(strategy)
-    given = {name: kw.get(name) for name in _FLAGS if kw.get(name) not in (None, False)}
-    extra_flags = [_FLAGS[name] for name in given if name not in spec.knobs]
-    if extra_flags:
-        takes = ", ".join(_FLAGS[k] for k in spec.knobs) or "no options"
-        raise UsageError(
-            f"{', '.join(extra_flags)} cannot be used with --strategy {strategy} (it takes {takes})"
-        )
-    if "layers" in given:
-        try:
-            parts = tuple(int(p) for p in str(given["layers"]).split(","))
-        except ValueError:
-            raise UsageError(
-                f"--layers {given['layers']!r} is not a layer index or a comma-separated list of them "
-                "(e.g. 4 or 2,4,6)"
-            ) from None
-        given["layers"] = parts[0] if len(parts) == 1 else parts
-    if strategy == "contrastive-decoding" and "amateur" not in given:
-        raise UsageError("--strategy contrastive-decoding needs --amateur MODEL")
-    if strategy == "layer-contrast" and "layers" not in given:
-        raise UsageError("--strategy layer-contrast needs --layers")
-    options = GenerationOptions(**given)
-    check_backend(strategy, options, kw["backend"])  # a strategy the backend cannot run, vLLM missing
-    return options
-
-
-def _quiet_loading(progress: bool | None) -> None:
-    """Keep transformers' weight-loading bars off standard error unless progress bars are wanted."""
-    if not (progress or (progress is None and sys.stderr.isatty())):
-        from transformers.utils import logging
-
-        logging.disable_progress_bar()
-
-
-def _load_models(kw: dict[str, Any], options: Any) -> tuple[Any, Any, Any]:
-    """Load the model for --backend, and the amateur named in ``options``."""
-    from counterpoint.prompting.pipeline import load_models
-
-    _quiet_loading(kw["progress"])
-    return load_models(kw["model"], options, backend=kw["backend"], seed=kw["seed"])
-
-
-def _build_template(kw: dict[str, Any], tokenizer: Any = None) -> Any:
+def _template(kw: dict[str, Any]) -> Any:
     from counterpoint.prompting.template import FewShotTemplate
 
-    template = FewShotTemplate(
+    if kw.get("system_prompt") is not None and not kw["chat"]:
+        raise UsageError("--system-prompt needs --chat")
+    return FewShotTemplate(
         instruction=_unescape(kw["instruction"]) or "",
         demo_format=_unescape(kw["demo_format"]),
         query_format=_unescape(kw["query_format"]),
         separator=_unescape(kw["separator"]),
     )
-    if kw.get("system_prompt") is not None and not kw["chat"]:
-        raise UsageError("--system-prompt needs --chat")
-    if kw["chat"] and tokenizer is not None:
-        return template.chat(tokenizer, _unescape(kw.get("system_prompt")))
-    return template
 
 
 def _open_output(output: str | None, resume: bool, overwrite: bool) -> Any:
@@ -313,151 +319,23 @@ def _check_resumed(out: Any, rows: list[dict[str, Any]]) -> None:
             )
 
 
+@contextlib.contextmanager
+def _sink(kw: dict[str, Any], rows: list[dict[str, Any]]) -> Iterator[Any]:
+    out = _open_output(kw["output"], kw["resume"], kw["overwrite"])
+    try:
+        if out is not None:
+            _check_resumed(out, rows)
+        yield out
+    finally:
+        if out is not None:
+            out.close()
+
+
 def _emit(out: Any, row: dict[str, Any]) -> None:
     if out is None:
         click.echo(json.dumps(row, ensure_ascii=False))
     else:
         out.write(row)
-
-
-# -- commands -----------------------------------------------------------------------------------
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="counterpoint")
-def main() -> None:
-    """Contrastive decoding and few-shot demonstration selection."""
-
-
-@main.command()
-@click.argument("prompts", nargs=-1)
-@click.option(
-    "-i",
-    "--input",
-    "input_path",
-    type=click.Path(dir_okay=False),
-    help="JSONL file of prompts, one object per line.",
-)
-@click.option(
-    "--prompt-key",
-    default="prompt",
-    show_default=True,
-    help="The field of each --input row that holds the prompt.",
-)
-@click.option(
-    "--amateur-prompt",
-    help="input-contrast: the amateur's prompt (default: each --input row's amateur_prompt field).",
-)
-@click.option(
-    "--chat", is_flag=True, help="Send each prompt as a user turn through the tokenizer's chat template."
-)
-@click.option("--system-prompt", help="With --chat: the system turn.")
-@_strategy_options
-@_output_options
-@_progress_option
-def generate(prompts: tuple[str, ...], input_path: str | None, **kw: Any) -> None:
-    """Generate continuations of PROMPTS.
-
-    Prompts come from the PROMPTS arguments, from --input (a JSONL file) or, when neither is given,
-    from standard input (one prompt per line; blank lines are skipped). A single prompt is streamed
-    to the terminal as it is generated; several prompts, or any run with --output, give JSONL rows
-    {"index", "id" (when the input row has one), "prompt", "output"}. Rows are written as each batch
-    finishes, in the order batches run (longest prompts first); "index" is the input position.
-
-    \b
-    Examples:
-      counterpoint generate "The capital of France is"
-      counterpoint generate --strategy contrastive-search --alpha 0.6 --top-k 4 "Once upon a time"
-      counterpoint generate -i prompts.jsonl -o out.jsonl --strategy sample --temperature 0.8
-      counterpoint generate --backend vllm --model ./expert --strategy contrastive-decoding \\
-          --amateur ./amateur -i prompts.jsonl -o out.jsonl
-    """
-    with _user_errors():
-        from counterpoint.io import read_jsonl
-        from counterpoint.prompting.pipeline import generate_texts
-
-        amateur_prompt = kw.pop("amateur_prompt")
-        options = _generation_options(kw["strategy"], kw)
-        if kw["system_prompt"] is not None and not kw["chat"]:
-            raise UsageError("--system-prompt needs --chat")
-        if prompts and input_path:
-            raise UsageError("give prompts as arguments or with --input, not both")
-        if input_path:
-            rows = read_jsonl(input_path, "input")
-            for n, row in enumerate(rows):
-                if not isinstance(row.get(kw["prompt_key"]), str):
-                    raise click.ClickException(
-                        f"input file {input_path!r}, row {n + 1}: no string field {kw['prompt_key']!r} (--prompt-key); "
-                        f"it has keys {sorted(row)}"
-                    )
-        else:
-            if not prompts:
-                if sys.stdin.isatty():
-                    raise UsageError(
-                        "no prompts: pass PROMPT arguments, --input FILE, or pipe prompts on standard input"
-                    )
-                prompts = tuple(line.rstrip("\n") for line in sys.stdin if line.strip())
-            rows = [{kw["prompt_key"]: p} for p in prompts]
-        if not rows:
-            raise click.ClickException("no prompts to generate for: the input is empty")
-        amateur_prompts = None
-        if kw["strategy"] == "input-contrast":
-            amateur_prompts = []
-            for n, row in enumerate(rows):
-                text = row.get("amateur_prompt", amateur_prompt)
-                if not isinstance(text, str):
-                    raise UsageError(
-                        f"--strategy input-contrast needs --amateur-prompt or an 'amateur_prompt' field (row {n + 1} has none)"
-                    )
-                amateur_prompts.append(text)
-        elif amateur_prompt is not None:
-            raise UsageError(f"--amateur-prompt cannot be used with --strategy {kw['strategy']}")
-
-        out = _open_output(kw["output"], kw["resume"], kw["overwrite"])
-        try:
-            if out is not None:
-                _check_resumed(out, rows)
-            lm, tokenizer, options = _load_models(kw, options)
-            texts = [row[kw["prompt_key"]] for row in rows]
-            add_special = True
-            if kw["chat"]:
-                from counterpoint.prompting.template import FewShotTemplate
-
-                chat = FewShotTemplate(chat_user_format="{input}").chat(
-                    tokenizer, _unescape(kw["system_prompt"])
-                )
-                texts = [chat.render_text([], t) for t in texts]
-                if amateur_prompts is not None:
-                    amateur_prompts = [chat.render_text([], t) for t in amateur_prompts]
-                add_special = False
-            stream = out is None and len(rows) == 1
-            streamer = _echo_streamer(tokenizer) if stream else None
-            for i, text, _ in generate_texts(
-                lm,
-                tokenizer,
-                texts,
-                strategy=kw["strategy"],
-                options=options,
-                amateur_prompts=amateur_prompts,
-                max_new_tokens=kw["max_new_tokens"],
-                batch_size=kw["batch_size"],
-                seed=kw["seed"],
-                add_special_tokens=add_special,
-                backend=kw["backend"],
-                skip=set(out.done) if out is not None else set(),
-                streamer=streamer,
-                progress=kw["progress"],
-            ):
-                if stream:
-                    if not streamer.received:  # the strategy does not stream (beam search): print it whole
-                        click.echo(text)
-                    continue
-                row = {"index": i, **({"id": rows[i]["id"]} if "id" in rows[i] else {})}
-                row.update({"prompt": rows[i][kw["prompt_key"]], "output": text})
-                _emit(out, row)
-        finally:
-            if out is not None:
-                out.close()
 
 
 def _echo_streamer(tokenizer: Any) -> Any:
@@ -478,8 +356,119 @@ def _echo_streamer(tokenizer: Any) -> Any:
     return EchoStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
-def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+# -- commands -------------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="counterpoint")
+def main() -> None:
+    """Contrastive decoding and few-shot demonstration selection."""
+
+
+def _generate_command(f: Callable[..., Any]) -> Callable[..., Any]:
+    return _apply(
+        f,
+        [
+            click.argument("prompts", nargs=-1),
+            click.option(
+                "-i",
+                "--input",
+                "input_path",
+                type=click.Path(dir_okay=False),
+                help="JSONL file of prompts, one object per line.",
+            ),
+            click.option(
+                "--prompt-key",
+                default="prompt",
+                show_default=True,
+                help="The field of each --input row that holds the prompt.",
+            ),
+            click.option(
+                "--amateur-prompt",
+                help="input-contrast: the amateur's prompt (default: each --input row's amateur_prompt field).",
+            ),
+            click.option(
+                "--chat",
+                is_flag=True,
+                help="Send each prompt as a user turn through the tokenizer's chat template.",
+            ),
+            click.option("--system-prompt", help="With --chat: the system turn."),
+            *_strategy_flags(),
+            *_output_flags,
+            _progress_flag,
+            _verbose_flag,
+        ],
+    )
+
+
+@main.command()
+@_generate_command
+def generate(prompts: tuple[str, ...], input_path: str | None, **kw: Any) -> None:
+    """Generate continuations of PROMPTS.
+
+    Prompts come from the PROMPTS arguments, from --input (a JSONL file) or, when neither is given,
+    from standard input (one prompt per line; blank lines are skipped). A single prompt given as an
+    argument is streamed to the terminal as it is generated; every other run gives JSONL rows
+    {"index", "id" (when the input row has one), "prompt", "output"}. Rows are written as each batch
+    finishes, in the order batches run (longest prompts first); "index" is the input position.
+
+    \b
+    Examples:
+      counterpoint generate "The capital of France is"
+      counterpoint generate --strategy contrastive-search --alpha 0.6 --top-k 4 "Once upon a time"
+      counterpoint generate -i prompts.jsonl -o out.jsonl --strategy sample --temperature 0.8
+      counterpoint generate --backend vllm --model ./expert --strategy contrastive-decoding \\
+          --amateur ./amateur -i prompts.jsonl -o out.jsonl
+    """
+    with _user_errors():
+        from counterpoint.decoding.backend import run_batches
+        from counterpoint.prompting.inputs import prompt_rows, render_prompts
+
+        options = _generation_options(kw)
+        stdin = None if (prompts or input_path or sys.stdin.isatty()) else sys.stdin
+        rows = prompt_rows(prompts, input_path, prompt_key=kw["prompt_key"], stdin=stdin)
+        spec = get_strategy(kw["strategy"])
+        render = {
+            "prompt_key": kw["prompt_key"],
+            "amateur_prompt": kw["amateur_prompt"],
+            "needs_amateur": spec.amateur_prompt,
+            "chat": kw["chat"],
+            "system_prompt": _unescape(kw["system_prompt"]),
+        }
+        render_prompts(rows, **{**render, "chat": False, "system_prompt": None})  # checks, before loading
+        if kw["system_prompt"] is not None and not kw["chat"]:
+            raise UsageError("--system-prompt needs --chat")
+        with _sink(kw, rows) as out:
+            backend = _load_backend(kw, options)
+            rendered = render_prompts(rows, **render, tokenizer=backend.tokenizer)
+            stream = out is None and bool(prompts) and len(rows) == 1
+            streamer = _echo_streamer(backend.tokenizer) if stream else None
+            for i, result in run_batches(
+                backend,
+                rendered.texts,
+                amateur_prompts=rendered.amateur_texts,
+                max_new_tokens=kw["max_new_tokens"],
+                batch_size=kw["batch_size"],
+                seed=kw["seed"],
+                add_special_tokens=rendered.add_special_tokens,
+                skip=set(out.done) if out is not None else set(),
+                streamer=streamer,
+                progress=kw["progress"],
+                truncate=kw["truncate"],
+            ):
+                if stream:
+                    if not streamer.received:  # the strategy does not stream (beam search): print it whole
+                        click.echo(result.text)
+                    continue
+                row = {"index": i, **({"id": rows[i]["id"]} if "id" in rows[i] else {})}
+                row.update({"prompt": rows[i][kw["prompt_key"]], "output": result.text})
+                _emit(out, row)
+
+
+def _selection_flags() -> list[Callable[..., Any]]:
+    from counterpoint.selection.selectors import METHODS
+
+    return [
         click.option(
             "-k",
             "k",
@@ -489,7 +478,11 @@ def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Demonstrations per query.",
         ),
         click.option(
-            "--method", default="knn", show_default=True, help=f"Selection method: {', '.join(METHODS)}."
+            "--method",
+            type=click.Choice(list(METHODS)),
+            default="knn",
+            show_default=True,
+            help="Selection method.",
         ),
         click.option(
             "--balance-labels",
@@ -503,6 +496,7 @@ def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--order",
+            type=click.Choice(["most_similar_last", "most_similar_first", "random"]),
             default="most_similar_last",
             show_default=True,
             help="Where the most similar demonstration goes in the prompt.",
@@ -525,9 +519,15 @@ def _selection_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Sentence-transformers embedder (default: the embedded all-MiniLM-L6-v2).",
         ),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+
+
+def _check_selection(kw: dict[str, Any], pool_path: str | None) -> None:
+    from pathlib import Path
+
+    if kw["balance_labels"] and not kw["label_key"]:
+        raise UsageError("--balance-labels needs --label-key")
+    if pool_path is not None and not Path(pool_path).is_file():
+        raise click.ClickException(f"pool file {pool_path!r} does not exist")
 
 
 def _build_selector(pool_path: str, kw: dict[str, Any], template: Any, tokenizer: Any) -> Any:
@@ -536,7 +536,7 @@ def _build_selector(pool_path: str, kw: dict[str, Any], template: Any, tokenizer
     from counterpoint.selection import DemoPool
 
     embedder = None
-    if kw["method"] in _EMBEDDING_METHODS:
+    if kw["method"] in ("knn", "mmr", "dpp", "vote-k"):  # the methods that match by embedding
         from counterpoint.models import load_embedder
 
         embedder = load_embedder(kw["embedder"])
@@ -558,31 +558,31 @@ def _build_selector(pool_path: str, kw: dict[str, Any], template: Any, tokenizer
     )
 
 
-def _check_selection(kw: dict[str, Any], pool_path: str | None) -> None:
-    from pathlib import Path
-
-    if kw["method"] not in METHODS:
-        raise UsageError(f"--method {kw['method']!r} is unknown; use one of: {', '.join(METHODS)}")
-    if kw["balance_labels"] and not kw["label_key"]:
-        raise UsageError("--balance-labels needs --label-key")
-    if pool_path is not None and not Path(pool_path).is_file():
-        raise click.ClickException(f"pool file {pool_path!r} does not exist")
-
-
 @main.command()
 @click.argument("pool", type=click.Path(dir_okay=False))
 @click.argument("queries", type=click.Path(dir_okay=False))
-@_selection_options
-@_template_options
-@click.option(
-    "--model",
-    metavar="MODEL",
-    help="With --max-tokens: whose tokenizer counts tokens (default: the embedded SmolLM2).",
+@lambda f: _apply(
+    f,
+    [
+        *_selection_flags(),
+        *_template_flags(),
+        click.option(
+            "--model",
+            metavar="MODEL",
+            help="With --max-tokens: whose tokenizer counts tokens (default: the embedded SmolLM2).",
+        ),
+        click.option(
+            "--seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Random seed of the random and sampling methods.",
+        ),
+        *_output_flags,
+        _progress_flag,
+        _verbose_flag,
+    ],
 )
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Random seed of the random and sampling methods."
-)
-@_output_options
 def select(pool: str, queries: str, **kw: Any) -> None:
     """Select demonstrations from POOL for each query in QUERIES (both JSONL).
 
@@ -599,10 +599,9 @@ def select(pool: str, queries: str, **kw: Any) -> None:
 
         _check_selection(kw, pool)
         rows = read_jsonl(queries, "queries")
-        out = _open_output(kw["output"], kw["resume"], kw["overwrite"])
-        try:
-            if out is not None:
-                _check_resumed(out, rows)
+        template = _template(kw)  # checks the formats before anything loads
+        with _sink(kw, rows) as out:
+            _quiet_loading(kw["verbose"])
             tokenizer = None
             if kw["max_tokens"] is not None:
                 from transformers import AutoTokenizer
@@ -610,36 +609,39 @@ def select(pool: str, queries: str, **kw: Any) -> None:
                 from counterpoint.models import resolve_language_model_path
 
                 tokenizer = AutoTokenizer.from_pretrained(resolve_language_model_path(kw["model"]))
-            template = _build_template(kw, tokenizer)
+            if kw["chat"]:
+                template = template.chat(tokenizer, _unescape(kw["system_prompt"]))
             selector = _build_selector(pool, kw, template, tokenizer)
             pending = [i for i in range(len(rows)) if out is None or i not in out.done]
             demos = selector.select([rows[i] for i in pending]) if pending else []
             for i, selected in zip(pending, demos, strict=True):
-                row = {"index": i, **({"id": rows[i]["id"]} if "id" in rows[i] else {}), "demos": selected}
-                _emit(out, row)
-        finally:
-            if out is not None:
-                out.close()
+                _emit(
+                    out, {"index": i, **({"id": rows[i]["id"]} if "id" in rows[i] else {}), "demos": selected}
+                )
 
 
 @main.command()
 @click.argument("queries", type=click.Path(dir_okay=False))
-@click.option(
-    "--pool", type=click.Path(dir_okay=False), help="JSONL pool of demonstrations (omit for zero-shot)."
+@lambda f: _apply(
+    f,
+    [
+        click.option(
+            "--pool",
+            type=click.Path(dir_okay=False),
+            help="JSONL pool of demonstrations (omit for zero-shot).",
+        ),
+        *_selection_flags(),
+        *_template_flags(),
+        click.option(
+            "--noisy-instruction",
+            help="input-contrast --variant noisy-instruction: the amateur's instruction.",
+        ),
+        *_strategy_flags(),
+        *_output_flags,
+        _progress_flag,
+        _verbose_flag,
+    ],
 )
-@_selection_options
-@_template_options
-@click.option(
-    "--variant",
-    type=click.Choice(["no-demos", "no-context", "noisy-instruction"]),
-    help="input-contrast: the amateur's prompt (no-demos).",
-)
-@click.option(
-    "--noisy-instruction", help="input-contrast --variant noisy-instruction: the amateur's instruction."
-)
-@_strategy_options
-@_output_options
-@_progress_option
 def run(queries: str, pool: str | None, **kw: Any) -> None:
     """Select demonstrations, build prompts and generate, for every query in QUERIES (JSONL).
 
@@ -658,33 +660,28 @@ def run(queries: str, pool: str | None, **kw: Any) -> None:
         from counterpoint.io import read_jsonl
         from counterpoint.prompting.pipeline import Pipeline
 
-        options = _generation_options(kw["strategy"], kw)
-        if kw["noisy_instruction"] is not None and kw["variant"] != "noisy-instruction":
+        options = _generation_options(kw)
+        if kw["noisy_instruction"] is not None and options.variant != "noisy-instruction":
             raise UsageError("--noisy-instruction needs --variant noisy-instruction")
         _check_selection(kw, pool)
         rows = read_jsonl(queries, "queries")
-        template = _build_template(kw)  # validates the formats before any model loads
+        template = _template(kw)  # checks the formats before any model loads
         if kw["noisy_instruction"] is not None:
             template = replace(template, noisy_instruction=_unescape(kw["noisy_instruction"]))
-        out = _open_output(kw["output"], kw["resume"], kw["overwrite"])
-        try:
-            if out is not None:
-                _check_resumed(out, rows)
-            lm, tokenizer, options = _load_models(kw, options)
+        with _sink(kw, rows) as out:
+            backend = _load_backend(kw, options)
             if kw["chat"]:
-                template = template.chat(tokenizer, _unescape(kw["system_prompt"]))
-            selector = _build_selector(pool, kw, template, tokenizer) if pool else None
+                template = template.chat(backend.tokenizer, _unescape(kw["system_prompt"]))
+            selector = _build_selector(pool, kw, template, backend.tokenizer) if pool else None
             pipe = Pipeline(
-                lm,
-                tokenizer,
+                None,
+                None,
                 template,
                 selector,
-                kw["strategy"],
-                options,
                 max_new_tokens=kw["max_new_tokens"],
                 batch_size=kw["batch_size"],
                 seed=kw["seed"],
-                backend=kw["backend"],
+                backend=backend,
             )
             skip = set(out.done) if out is not None else set()
             for result in pipe.iter_run(rows, skip=skip, progress=kw["progress"]):
@@ -692,9 +689,6 @@ def run(queries: str, pool: str | None, **kw: Any) -> None:
                 if "id" in result.query:
                     row = {"index": row.pop("index"), "id": result.query["id"], **row}
                 _emit(out, row)
-        finally:
-            if out is not None:
-                out.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,39 +1,73 @@
-"""Contrastive decoding strategies: contrastive search and the expert-vs-amateur family."""
+"""Contrastive decoding: contrastive search and the expert-vs-amateur family, strategies and backends.
 
-from counterpoint.decoding.altered import (
+One file per method (``contrastive_search``, ``contrastive_decoding``, ``layer_contrast``,
+``input_contrast``; transformers' own searches in ``standard``), each holding its processor, its
+``generate(custom_generate=...)`` strategy and its :class:`StrategySpec`; the shared engine in ``engine``
+and ``scores``; the registry of strategies in ``registry``; backends in ``backend``,
+``transformers_backend`` and the ``vllm`` subpackage. See ``docs/architecture.md``.
+"""
+
+from counterpoint.batching import left_pad
+from counterpoint.decoding.backend import BACKEND_NAMES, Backend, Batch, Generated, get_backend, run_batches
+from counterpoint.decoding.contrastive_decoding import ModelContrast, contrastive_decoding, truncated_amateur
+from counterpoint.decoding.contrastive_search import contrastive_search
+from counterpoint.decoding.engine import (
+    AlteredPrompt,
+    AmateurCache,
+    CachedAmateurContrast,
+    ContrastLogitsProcessor,
+    FullPrompt,
+    LastToken,
+)
+from counterpoint.decoding.input_contrast import (
+    AMATEUR_VARIANTS,
     INSTRUCTIVE_DECODING,
     OPPOSITE_INSTRUCTION,
-    left_pad,
+    InputContrast,
+    input_contrast,
     noisy_instruction,
     perturb_token_ids,
     without_spans,
 )
-from counterpoint.decoding.contrast_generate import contrastive_decoding, input_contrast, layer_contrast
-from counterpoint.decoding.contrastive_search import contrastive_search
-from counterpoint.decoding.processors import (
-    ContrastLogitsProcessor,
-    InputContrast,
-    LayerContrast,
-    ModelContrast,
-)
+from counterpoint.decoding.layer_contrast import LayerContrast, layer_contrast
+from counterpoint.decoding.registry import STRATEGIES, get_strategy
 from counterpoint.decoding.scores import ContrastConfig, contrast_scores, plausible_head
+from counterpoint.decoding.spec import GenerationOptions, Option, StrategySpec
 
 __all__ = [
+    "AMATEUR_VARIANTS",
+    "BACKEND_NAMES",
     "INSTRUCTIVE_DECODING",
     "OPPOSITE_INSTRUCTION",
+    "STRATEGIES",
+    "AlteredPrompt",
+    "AmateurCache",
+    "Backend",
+    "Batch",
+    "CachedAmateurContrast",
     "ContrastConfig",
     "ContrastLogitsProcessor",
+    "FullPrompt",
+    "Generated",
+    "GenerationOptions",
     "InputContrast",
+    "LastToken",
     "LayerContrast",
     "ModelContrast",
+    "Option",
+    "StrategySpec",
     "contrast_scores",
     "contrastive_decoding",
     "contrastive_search",
+    "get_backend",
+    "get_strategy",
     "input_contrast",
     "layer_contrast",
     "left_pad",
     "noisy_instruction",
     "perturb_token_ids",
     "plausible_head",
+    "run_batches",
+    "truncated_amateur",
     "without_spans",
 ]

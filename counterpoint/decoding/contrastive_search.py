@@ -28,25 +28,35 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from counterpoint.decoding._compat import generate_strategy
+from counterpoint import _hf
+from counterpoint.batching import positions_from_mask
+from counterpoint.decoding.engine import lm_rows, strategy
+from counterpoint.decoding.spec import Option, StrategySpec
+from counterpoint.errors import OptionError
 
 if TYPE_CHECKING:
-    from transformers import GenerationConfig, PreTrainedModel
-    from transformers.generation.logits_process import LogitsProcessorList
-    from transformers.generation.stopping_criteria import StoppingCriteriaList
-    from transformers.generation.streamers import BaseStreamer
+    from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
 
-__all__ = ["contrastive_search"]
+__all__ = ["DEFAULT_PENALTY_ALPHA", "DEFAULT_TOP_K", "SPEC", "contrastive_search"]
 
 # Defaults from "Contrastive Search Is What You Need For Neural Text Generation" (Su and Collier 2022).
 DEFAULT_PENALTY_ALPHA = 0.6
 DEFAULT_TOP_K = 4
 
-# model_kwargs that generate() prepares and that this loop consumes or may safely ignore.
-_HANDLED_MODEL_KWARGS = {"attention_mask", "position_ids", "past_key_values", "use_cache", "logits_to_keep"}
+ALPHA = Option(
+    "alpha", "float", "degeneration penalty in [0, 1]; 0 is greedy",
+    default=DEFAULT_PENALTY_ALPHA, check=lambda v: 0.0 <= v <= 1.0, valid="must be a number in [0, 1] (0 is greedy decoding)",
+)  # fmt: skip
+TOP_K = Option(
+    "top_k", "int", "candidates per step; 1 is greedy", default=DEFAULT_TOP_K,
+    check=lambda v: v >= 1, valid="must be an integer >= 1 (the number of candidates; 1 is greedy)",
+)  # fmt: skip
+
+# model_kwargs that generate() prepares (besides its cache) and that this loop consumes or may ignore.
+_HANDLED_MODEL_KWARGS = {"attention_mask", "position_ids", "use_cache", "logits_to_keep"}
 
 
-@generate_strategy
+@strategy
 @torch.no_grad()
 def contrastive_search(
     model: PreTrainedModel,
@@ -55,7 +65,7 @@ def contrastive_search(
     stopping_criteria: StoppingCriteriaList | None = None,
     generation_config: GenerationConfig | None = None,
     synced_gpus: bool = False,
-    streamer: BaseStreamer | None = None,
+    streamer: Any = None,
     penalty_alpha: float | None = None,
     top_k: int | None = None,
     tokenizer: Any = None,
@@ -100,6 +110,9 @@ def contrastive_search(
             tokenizer=tokenizer,
             **model_kwargs,
         )
+    cache = _hf.take_cache(model_kwargs)
+    if cache is None or _hf.cache_length(cache) != 0:
+        raise ValueError("contrastive_search needs the empty dynamic cache that generate() prepares")
     _validate_generation_config(generation_config, synced_gpus, model_kwargs)
     return _contrastive_search_loop(
         model,
@@ -110,15 +123,14 @@ def contrastive_search(
         streamer,
         alpha,
         k,
+        cache,
         model_kwargs,
     )
 
 
 def _validate(model: Any, alpha: Any, k: Any) -> None:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"penalty_alpha={alpha!r} must be a number in [0, 1] (0 is greedy decoding)")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"top_k={k!r} must be an integer >= 1 (the number of candidates; 1 is greedy)")
+    ALPHA.validate(alpha, argument="penalty_alpha")
+    TOP_K.validate(k, argument="top_k")
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         raise ValueError(
@@ -132,6 +144,9 @@ def _validate(model: Any, alpha: Any, k: Any) -> None:
             f"model={type(model).__name__} cannot return hidden states: contrastive_search needs a causal "
             "LM with a base model (returning last_hidden_state) and an output embedding (lm_head)"
         )
+    vocab = lm_rows(model)
+    if k > vocab:
+        raise OptionError("top_k", k, f"is larger than the model's vocabulary ({vocab} tokens)")
 
 
 def _validate_generation_config(config: GenerationConfig, synced_gpus: bool, model_kwargs: dict) -> None:
@@ -168,25 +183,21 @@ def _contrastive_search_loop(
     logits_processor: LogitsProcessorList,
     stopping_criteria: StoppingCriteriaList,
     generation_config: GenerationConfig,
-    streamer: BaseStreamer | None,
+    streamer: Any,
     alpha: float,
     k: int,
+    cache: Any,
     model_kwargs: dict[str, Any],
 ) -> Any:
-    from transformers.generation.utils import GenerateDecoderOnlyOutput
-
     batch, prompt_len = input_ids.shape
     device = input_ids.device
     base, head = model.base_model, model.get_output_embeddings()
-    cache = model_kwargs.get("past_key_values")
-    if cache is None or cache.get_seq_length() != 0:
-        raise ValueError("contrastive_search needs the empty DynamicCache that generate() prepares")
     attention_mask = model_kwargs.get("attention_mask")
     if attention_mask is None:  # generate() drops an all-ones mask
         attention_mask = torch.ones_like(input_ids)
     attention_mask = attention_mask.to(device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left padding shifts positions
-    pad_id = generation_config._pad_token_tensor
+    position_ids = positions_from_mask(attention_mask)  # (B, T): left padding shifts positions
+    pad_id = _hf.pad_token(generation_config)
     has_eos = any(hasattr(c, "eos_token_id") for c in stopping_criteria)
     if has_eos and pad_id is None:
         raise ValueError("an EOS stopping rule needs pad_token_id to pad finished rows; set it in generate()")
@@ -198,17 +209,15 @@ def _contrastive_search_loop(
     )
 
     # Prefill: hidden states of every prompt position (the context of the penalty) and the cache.
-    out = base(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        past_key_values=cache,
-        use_cache=True,
-    )
-    _check_cache(cache)
+    out = _hf.forward(base, input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache)
+    if not _hf.is_plain_cache(cache):
+        raise ValueError(
+            "contrastive_search supports a cache of full-attention layers only (no sliding window or "
+            f"recurrent layers); {type(model).__name__} has other layers"
+        )
     context = out.last_hidden_state  # (B, T, H)
     context_mask = attention_mask.bool()  # (B, T): padding never enters the max-cosine
-    logits = _head(model, head, context[:, -1])  # (B, V)
+    logits = _hf.lm_head_logits(model, context[:, -1], head)  # (B, V)
     next_position = position_ids[:, -1] + 1  # (B,)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     # Each candidate sees the prefix and itself only: (k, k) identity block after the prefix.
@@ -226,19 +235,19 @@ def _contrastive_search_loop(
         top_probs, top_ids = probs.topk(k, dim=-1)  # (B, k)
 
         # 2. One cached forward of the k candidates as k extra positions of each row.
-        cache_len = cache.get_seq_length()
+        cache_len = _hf.cache_length(cache)
         allowed = torch.cat(
             [attention_mask.bool()[:, None, :].expand(batch, k, cache_len), self_block.expand(batch, k, k)],
             dim=-1,
         )  # (B, k, L + k)
         mask4d = torch.zeros(allowed.shape, dtype=model.dtype, device=device)
         mask4d.masked_fill_(~allowed, torch.finfo(model.dtype).min)
-        cand = base(
-            input_ids=top_ids,
+        cand = _hf.forward(
+            base,
+            top_ids,
             attention_mask=mask4d[:, None],  # (B, 1, k, L + k)
             position_ids=next_position[:, None].expand(batch, k),
-            past_key_values=cache,
-            use_cache=True,
+            cache=cache,
         ).last_hidden_state  # (B, k, H)
 
         # 3. Degeneration penalty: max cosine of each candidate against the context, in fp32.
@@ -249,7 +258,7 @@ def _contrastive_search_loop(
         # 4. Choose, keep the winner's cache entry, and compute the next distribution for it alone.
         choice = ((1.0 - alpha) * top_probs - alpha * penalty).argmax(dim=-1)  # (B,)
         next_tokens = top_ids.gather(1, choice[:, None]).squeeze(1)  # (B,)
-        _keep_candidate(cache, cache_len, choice, k)
+        _hf.keep_candidate(cache, cache_len, choice)
         winner = cand[torch.arange(batch, device=device), choice]  # (B, H)
         if has_eos:
             next_tokens = torch.where(unfinished, next_tokens, pad_id)
@@ -265,49 +274,32 @@ def _contrastive_search_loop(
         unfinished = unfinished & ~stopping_criteria(input_ids, scores)
         if not unfinished.any():
             break
-        logits = _head(model, head, winner)
+        logits = _hf.lm_head_logits(model, winner, head)
 
     if streamer is not None:
         streamer.end()
     if return_dict:
-        return GenerateDecoderOnlyOutput(
-            sequences=input_ids, scores=scores, logits=raw_logits, past_key_values=cache
-        )
+        return _hf.generate_output(input_ids, scores, raw_logits, cache)
     return input_ids
 
 
-def _head(model: PreTrainedModel, head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """The LM head on final hidden states, with the output scaling some architectures add after it."""
-    logits = head(hidden)
-    config = model.config.get_text_config()
-    scale = getattr(config, "logit_scale", None)  # Cohere
-    if isinstance(scale, (int, float)):
-        logits = logits * scale
-    scaling = getattr(config, "logits_scaling", None)  # Granite
-    if isinstance(scaling, (int, float)):
-        logits = logits / scaling
-    softcap = getattr(config, "final_logit_softcapping", None)  # Gemma 2 and 3
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    return logits
-
-
-def _check_cache(cache: Any) -> None:
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        kinds = sorted({type(layer).__name__ for layer in layers or []}) or [type(cache).__name__]
-        raise ValueError(
-            f"contrastive_search supports a DynamicCache of full-attention layers; this model's cache has {kinds}"
+def _check_model(values: dict[str, Any], facts: Any) -> None:
+    if facts.vocab_size is not None and values["top_k"] > facts.vocab_size:
+        raise OptionError(
+            "top_k", values["top_k"], f"is larger than the model's vocabulary ({facts.vocab_size} tokens)"
         )
 
 
-def _keep_candidate(cache: Any, prefix_len: int, choice: torch.Tensor, k: int) -> None:
-    """Move each row's winning candidate entry to slot ``prefix_len`` and crop the other k - 1 slots."""
-    for layer in cache.layers:
-        for name in ("keys", "values"):
-            states = getattr(layer, name)  # (B, heads, L + k, d)
-            index = (prefix_len + choice).view(-1, 1, 1, 1).expand(-1, states.shape[1], 1, states.shape[3])
-            states[:, :, prefix_len : prefix_len + 1] = states.gather(2, index)
-            setattr(layer, name, states[:, :, : prefix_len + 1])
+SPEC = StrategySpec(
+    name="contrastive-search",
+    summary="contrastive search (Su et al. 2022): alpha penalises similarity to the context",
+    options=(ALPHA, TOP_K),
+    build=lambda values: {
+        "custom_generate": contrastive_search,
+        "penalty_alpha": values["alpha"],
+        "top_k": values["top_k"],
+    },
+    no_vllm="it needs the model's hidden states at every step, which vLLM does not expose",
+    check_model=_check_model,
+    aliases=("contrastive_search",),
+)

@@ -14,19 +14,38 @@ per-row constant, which changes neither the argmax nor any softmax taken afterwa
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-__all__ = ["ContrastConfig", "contrast_scores", "plausible_head"]
+from counterpoint.decoding.spec import Option
+
+__all__ = ["CONTRAST_OPTIONS", "ContrastConfig", "contrast_scores", "plausible_head"]
 
 Form = Literal["difference", "beta"]
 
 
+# The contrast options, declared once: every contrast strategy takes them, and ContrastConfig checks its
+# fields with them (so the library and the command line word the same rule the same way).
+CONTRAST_OPTIONS = (
+    Option("form", "str", "score form: 'beta' (O'Brien and Lewis) or 'difference' (Li et al.)", default="beta",
+           choices=("beta", "difference")),
+    Option("alpha", "float", "plausibility threshold in (0, 1]", default=0.1,
+           check=lambda v: 0.0 < v <= 1.0, valid="must be in (0, 1] (the plausibility threshold; 1 keeps the expert's argmax only)"),
+    Option("beta", "float", "contrast weight, 'beta' form", default=0.5,
+           check=lambda v: v >= 0.0, valid="must be >= 0 (0 gives the expert alone)"),
+    Option("gamma", "float", "amateur weight, 'difference' form", default=1.0,
+           check=lambda v: v >= 0.0, valid="must be >= 0"),
+    Option("tau", "float", "amateur temperature", default=1.0,
+           check=lambda v: v > 0.0, valid="must be > 0 (the amateur's temperature)"),
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ContrastConfig:
-    """How expert and amateur views are combined. Validated on creation."""
+    """How expert and amateur views are combined. Validated on creation (:data:`CONTRAST_OPTIONS`)."""
 
     form: Form = "beta"  # "difference" (Li et al.) or "beta" (O'Brien and Lewis)
     alpha: float = 0.1  # plausibility threshold, in (0, 1]; 1 keeps the expert's argmax only
@@ -35,16 +54,13 @@ class ContrastConfig:
     tau: float = 1.0  # amateur temperature, > 0 (Li et al.'s code used 0.5)
 
     def __post_init__(self) -> None:
-        if self.form not in ("difference", "beta"):
-            raise ValueError(f"form={self.form!r} is not a contrast form; use 'difference' or 'beta'")
-        if not (isinstance(self.alpha, (int, float)) and 0.0 < self.alpha <= 1.0):
-            raise ValueError(f"alpha={self.alpha!r} must be in (0, 1] (the plausibility threshold)")
-        if not self.beta >= 0.0:
-            raise ValueError(f"beta={self.beta!r} must be >= 0 (0 gives the expert alone)")
-        if not self.gamma >= 0.0:
-            raise ValueError(f"gamma={self.gamma!r} must be >= 0")
-        if not self.tau > 0.0:
-            raise ValueError(f"tau={self.tau!r} must be > 0 (the amateur's temperature)")
+        for option in CONTRAST_OPTIONS:
+            option.validate(getattr(self, option.name))
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> ContrastConfig:
+        """The config from resolved option values (the keys of :data:`CONTRAST_OPTIONS`)."""
+        return cls(**{o.name: values[o.name] for o in CONTRAST_OPTIONS if values.get(o.name) is not None})
 
 
 def plausible_head(expert_logprobs: torch.Tensor, alpha: float) -> torch.Tensor:

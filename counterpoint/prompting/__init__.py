@@ -1,5 +1,12 @@
-"""Few-shot prompt templates, decoding strategies by name, and select-prompt-generate pipelines."""
+"""Few-shot prompt templates and select-prompt-generate pipelines.
 
+Strategies by name and their options live in :mod:`counterpoint.decoding` (``STRATEGIES``,
+``GenerationOptions``); they are re-exported here for convenience.
+"""
+
+from counterpoint.decoding.backend import BACKEND_NAMES as BACKENDS
+from counterpoint.decoding.registry import STRATEGIES, get_strategy
+from counterpoint.decoding.spec import GenerationOptions
 from counterpoint.prompting.pipeline import (
     Pipeline,
     PipelineResult,
@@ -9,17 +16,6 @@ from counterpoint.prompting.pipeline import (
     generate_texts,
     length_batches,
     load_models,
-)
-from counterpoint.prompting.strategies import (
-    BACKENDS,
-    STRATEGIES,
-    GenerationOptions,
-    Strategy,
-    StrategyUnavailableError,
-    check_backend,
-    check_options,
-    generate_kwargs,
-    get_strategy,
 )
 from counterpoint.prompting.template import (
     AMATEUR_VARIANTS,
@@ -43,13 +39,8 @@ __all__ = [
     "PreparedPrompt",
     "RenderedPrompt",
     "Selector",
-    "Strategy",
-    "StrategyUnavailableError",
     "as_example",
-    "check_backend",
-    "check_options",
     "count_tokens",
-    "generate_kwargs",
     "generate_texts",
     "get_strategy",
     "length_batches",

@@ -16,10 +16,10 @@ plain example dicts. The template renders them in the order given.
 Batches are grouped by prompt length (longest first) so padding stays small; :meth:`Pipeline.run`
 returns results in input order, :meth:`Pipeline.iter_run` yields them as batches finish.
 
-Backends: ``backend="transformers"`` (the default) runs ``model.generate`` on a ``PreTrainedModel``;
-``backend="vllm"`` runs a ``vllm.LLM`` engine (the optional ``vllm`` extra) for greedy, sample, beam
-and contrastive-decoding, and refuses the other strategies before any work. :func:`load_models`
-loads either from a model name:
+Backends (:mod:`counterpoint.decoding.backend`): ``backend="transformers"`` (the default) runs
+``model.generate`` on a ``PreTrainedModel``; ``backend="vllm"`` runs a ``vllm.LLM`` engine (the optional
+``vllm`` extra) for greedy, sample, beam and contrastive-decoding, and refuses the other strategies before
+any work. :func:`load_models` loads either from a model name:
 
     >>> model, tokenizer, options = load_models("path/to/expert", GenerationOptions(amateur="path/to/amateur"),
     ...                                         backend="vllm")                 # doctest: +SKIP
@@ -30,14 +30,13 @@ loads either from a model name:
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-
-from counterpoint.prompting.strategies import GenerationOptions, Strategy, check_backend
+from counterpoint.batching import length_batches
+from counterpoint.decoding.backend import Backend, get_backend, run_batches
+from counterpoint.decoding.spec import GenerationOptions
 from counterpoint.prompting.template import FewShotTemplate
 
 if TYPE_CHECKING:
@@ -144,64 +143,6 @@ class PipelineResult:
         return row
 
 
-def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Group row indices into batches of similar length, longest first (ties keep input order).
-
-    Longest first so a batch that does not fit in memory fails at once, not at the end of a run.
-    """
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ValueError(f"batch_size={batch_size!r} must be an int >= 1")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def _eos_ids(model: PreTrainedModel) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    return set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
-
-
-def _tokenize(
-    tokenizer: PreTrainedTokenizerBase, texts: list[str], add_special_tokens: bool, device: Any
-) -> Any:
-    return tokenizer(
-        texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=add_special_tokens
-    ).to(device)
-
-
-def _engine_amateur(llm: Any) -> str | None:
-    """The amateur a ``vllm.LLM`` was built with (``build_llm(amateur=...)``), ``None`` without one."""
-    from counterpoint.decoding.vllm_backend import AMATEUR_CONFIG_KEY
-
-    config = getattr(getattr(llm, "llm_engine", None), "vllm_config", None)
-    extra = getattr(config, "additional_config", None)
-    return extra.get(AMATEUR_CONFIG_KEY) if isinstance(extra, Mapping) else None
-
-
-def _check_model(model: Any, spec: Strategy, options: GenerationOptions, backend: str) -> None:
-    """The model suits the backend (and, for vLLM contrast, the engine holds the named amateur)."""
-    is_engine = hasattr(model, "llm_engine")
-    if backend == "transformers" and is_engine:
-        raise ValueError("model is a vLLM engine: pass backend='vllm' (on the command line --backend vllm)")
-    if backend != "vllm":
-        return
-    if not is_engine:
-        raise ValueError(
-            f"backend='vllm' needs model to be a vllm.LLM (see load_models), not {type(model).__name__}"
-        )
-    if spec.name == "contrastive-decoding":
-        engine = _engine_amateur(model)
-        if engine is None:
-            raise ValueError(
-                "strategy 'contrastive-decoding' on the vLLM backend needs an engine built with its amateur: "
-                "load_models(..., backend='vllm') or vllm_backend.build_llm(model, amateur=...)"
-            )
-        if os.path.abspath(str(engine)) != os.path.abspath(str(options.amateur)):
-            raise ValueError(
-                f"amateur={str(options.amateur)!r} but the vLLM engine was built with amateur {engine!r}: "
-                "an engine has one amateur; build another engine for another amateur"
-            )
-
-
 def load_models(
     model: str | os.PathLike[str] | None = None,
     options: GenerationOptions | None = None,
@@ -215,7 +156,7 @@ def load_models(
     Args:
         model: as :func:`counterpoint.models.load_language_model` takes it (``None``: the embedded
             SmolLM2-135M-Instruct; GGUF is converted to safetensors once, which vLLM needs).
-        options: the strategy's knobs; a string ``amateur`` is loaded (transformers) or handed to
+        options: the strategy's options; a string ``amateur`` is loaded (transformers) or handed to
             the engine, which runs it beside the expert (vLLM).
         backend: ``"transformers"``: a ``PreTrainedModel`` (fp32); ``"vllm"``: a ``vllm.LLM`` in fp32
             with the contrastive logits processor when there is an amateur.
@@ -227,34 +168,20 @@ def load_models(
         ``(model, tokenizer, options)``: ``options`` with ``amateur`` replaced by the loaded model
         (transformers) or its resolved path (vLLM).
     """
-    from dataclasses import replace
+    return get_backend(backend).load_model(model, options or GenerationOptions(), seed=seed, **engine_kwargs)
 
-    from counterpoint.models import load_language_model, resolve_language_model_path
 
-    options = options or GenerationOptions()
-    if backend == "vllm":
-        from transformers import AutoTokenizer
-
-        from counterpoint.decoding.vllm_backend import build_llm, require_vllm
-
-        require_vllm()  # before any conversion or loading
-        path = resolve_language_model_path(model)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        tokenizer.padding_side = "left"  # as load_language_model sets it up
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        amateur = None
-        if isinstance(options.amateur, str | os.PathLike):
-            amateur = resolve_language_model_path(options.amateur)
-            options = replace(options, amateur=amateur)
-        return build_llm(path, amateur=amateur, seed=seed, **engine_kwargs), tokenizer, options
-    if backend != "transformers":
-        raise ValueError(f"backend={backend!r} is unknown; use one of: transformers, vllm")
-    lm, tokenizer = load_language_model(model, **engine_kwargs)
-    if isinstance(options.amateur, str | os.PathLike):
-        amateur, _ = load_language_model(options.amateur, device=lm.device)
-        options = replace(options, amateur=amateur)
-    return lm, tokenizer, options
+def _backend(
+    model: Any,
+    tokenizer: Any,
+    strategy: str,
+    options: GenerationOptions | None,
+    backend: str | Backend,
+    generate_kwargs: Mapping[str, Any] | None,
+) -> Backend:
+    if isinstance(backend, Backend):
+        return backend
+    return get_backend(backend)(model, tokenizer, strategy, options, generate_kwargs=generate_kwargs)
 
 
 def generate_texts(
@@ -274,110 +201,34 @@ def generate_texts(
     progress: bool | None = False,
     generate_kwargs: Mapping[str, Any] | None = None,
     backend: str = "transformers",
+    truncate: bool = False,
 ) -> Iterator[tuple[int, str, list[int]]]:
     """Generate for many prompts in length-grouped batches; yield ``(index, text, token_ids)`` as done.
+
+    A convenience over :func:`counterpoint.decoding.backend.run_batches` (see it for ``seed``, ``skip``,
+    ``streamer`` and ``truncate``): it builds the backend for ``model`` and ``strategy`` first.
 
     Args:
         model: a causal LM; with ``backend="vllm"`` a ``vllm.LLM`` (see :func:`load_models`).
         tokenizer: its tokenizer (needs a pad token); prompts are padded on the left.
         prompts: the prompt texts.
-        strategy: a name in :data:`~counterpoint.prompting.strategies.STRATEGIES`.
-        options: the strategy's knobs.
+        strategy: a name in :data:`counterpoint.decoding.STRATEGIES`.
+        options: the strategy's options.
         amateur_prompts: input contrast only: the amateur's prompt for each prompt.
-        max_new_tokens: generated tokens per prompt at most.
-        batch_size: prompts per ``generate`` call (vLLM: per engine call; the engine schedules them).
-        seed: ``torch.manual_seed(seed + b)`` before batch ``b`` of the plan over *all* prompts, so a
-            resumed run (``skip``) samples each untouched batch as the full run did (a batch that was
-            partly skipped is generated with fewer rows, so under sampling its rows may differ).
-            vLLM: ``seed + b`` is the sampling seed of batch ``b``'s requests. ``None``: unseeded.
-        add_special_tokens: passed to the tokenizer (``False`` for chat-rendered prompts).
-        skip: indices not to generate (already done); the batch plan is the same as without them.
-        streamer: a transformers streamer, used when there is one prompt to do and the strategy
-            allows streaming (not beam search, not the vLLM backend).
-        progress: a tqdm bar on stderr; ``None`` shows it only when stderr is a terminal.
-        generate_kwargs: extra kwargs for ``model.generate`` (vLLM: for
-            :func:`~counterpoint.decoding.vllm_backend.generate_vllm`), over the strategy's.
-        backend: ``"transformers"`` or ``"vllm"``; see :func:`check_backend`.
+        generate_kwargs: extra kwargs for ``model.generate`` (transformers backend).
+        backend: ``"transformers"`` or ``"vllm"``.
 
     Yields:
         ``(index, text, token_ids)``: the continuation decoded without special tokens and its ids
         up to and including the first EOS.
     """
-    options = options or GenerationOptions()
-    spec = check_backend(strategy, options, backend)
-    _check_model(model, spec, options, backend)
-    kwargs = spec.build_vllm(options) if backend == "vllm" else spec.build(options)
-    kwargs.update(generate_kwargs or {})
-    if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
-        raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1")
-    if tokenizer.pad_token_id is None:
-        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token (e.g. to its eos_token)")
-    if spec.needs_amateur_prompt:
-        if amateur_prompts is None or len(amateur_prompts) != len(prompts):
-            got = None if amateur_prompts is None else len(amateur_prompts)
-            raise ValueError(
-                f"strategy {strategy!r} needs one amateur prompt per prompt ({len(prompts)}); got {got}"
-            )
-    elif amateur_prompts is not None:
-        raise ValueError(f"amateur_prompts apply to strategy 'input-contrast' only, not {strategy!r}")
-
-    skip = set(skip)
-    lengths = [
-        len(ids) for ids in tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
-    ]
-    plan = length_batches(lengths, batch_size) if prompts else []
-    pending = len(prompts) - len(skip & set(range(len(prompts))))
-    use_streamer = streamer if (backend == "transformers" and pending == 1 and spec.streams(kwargs)) else None
-    eos = _eos_ids(model) if backend == "transformers" else set()
-
-    from tqdm.auto import tqdm
-
-    with tqdm(
-        total=pending, file=sys.stderr, disable=None if progress is None else not progress, unit="row"
-    ) as bar:
-        for b, batch in enumerate(plan):
-            rows = [i for i in batch if i not in skip]
-            if not rows:
-                continue
-            if backend == "vllm":
-                from counterpoint.decoding.vllm_backend import generate_vllm
-
-                # Token ids, so the engine reads exactly what transformers would (no re-tokenizing).
-                ids = tokenizer([prompts[i] for i in rows], add_special_tokens=add_special_tokens)[
-                    "input_ids"
-                ]
-                outs = generate_vllm(
-                    None,
-                    ids,
-                    max_new_tokens=max_new_tokens,
-                    seed=None if seed is None else seed + b,
-                    llm=model,
-                    **kwargs,
-                )
-                for i, out in zip(rows, outs, strict=True):  # vLLM stops at EOS itself (and keeps it)
-                    yield i, tokenizer.decode(out.token_ids, skip_special_tokens=True), list(out.token_ids)
-                    bar.update(1)
-                continue
-            enc = _tokenize(tokenizer, [prompts[i] for i in rows], add_special_tokens, model.device)
-            call = dict(kwargs)
-            if spec.needs_amateur_prompt:
-                amateur = _tokenize(
-                    tokenizer, [amateur_prompts[i] for i in rows], add_special_tokens, model.device
-                )
-                call["amateur_input_ids"] = amateur["input_ids"]
-                call["amateur_attention_mask"] = amateur["attention_mask"]
-            if use_streamer is not None:
-                call["streamer"] = use_streamer
-            if seed is not None:
-                torch.manual_seed(seed + b)
-            with torch.inference_mode():
-                out = model.generate(**enc, max_new_tokens=max_new_tokens, **call)
-            new = out[:, enc["input_ids"].shape[1] :].tolist()
-            for i, ids in zip(rows, new, strict=True):
-                cut = next((j + 1 for j, t in enumerate(ids) if t in eos), len(ids))
-                ids = ids[:cut]
-                yield i, tokenizer.decode(ids, skip_special_tokens=True), ids
-                bar.update(1)
+    runner = _backend(model, tokenizer, strategy, options, backend, generate_kwargs)
+    for i, out in run_batches(
+        runner, prompts, amateur_prompts=amateur_prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+        seed=seed, add_special_tokens=add_special_tokens, skip=skip, streamer=streamer, progress=progress,
+        truncate=truncate,
+    ):  # fmt: skip
+        yield i, out.text, out.token_ids
 
 
 class Pipeline:
@@ -398,7 +249,9 @@ class Pipeline:
         seed: see :func:`generate_texts`.
         generate_kwargs: extra kwargs for ``model.generate`` (vLLM: for ``generate_vllm``).
         backend: ``"transformers"`` (``model`` a ``PreTrainedModel``) or ``"vllm"`` (``model`` a
-            ``vllm.LLM``, e.g. from :func:`load_models`): greedy, sample, beam, contrastive-decoding.
+            ``vllm.LLM``, e.g. from :func:`load_models`): greedy, sample, beam, contrastive-decoding; or a
+            :class:`~counterpoint.decoding.backend.Backend` already built (then ``model``, ``tokenizer``,
+            ``strategy``, ``options`` and ``generate_kwargs`` are taken from it and may be None).
 
     Raises:
         ValueError: an unknown strategy or backend, a knob the strategy does not take, or a strategy
@@ -420,11 +273,9 @@ class Pipeline:
         generate_kwargs: Mapping[str, Any] | None = None,
         backend: str = "transformers",
     ) -> None:
-        self.options = options or GenerationOptions()
-        self.spec = check_backend(strategy, self.options, backend)
-        if backend == "transformers":
-            self.spec.build(self.options)  # fail now on a missing knob or implementation, not mid-run
-        _check_model(model, self.spec, self.options, backend)
+        self.runner = _backend(model, tokenizer, strategy, options, backend, generate_kwargs)
+        self.spec = self.runner.spec
+        self.options = self.runner.options
         if selector is not None and not (isinstance(selector, Selector) or callable(selector)):
             raise TypeError(
                 f"selector={selector!r} must be None, an object with select(queries), or a callable"
@@ -432,7 +283,7 @@ class Pipeline:
         self.template = template if template is not None else FewShotTemplate()
         if not hasattr(self.template, "render_text"):
             raise TypeError(f"template={self.template!r} has no render_text(demos, query)")
-        if self.spec.needs_amateur_prompt and not hasattr(self.template, "amateur_text"):
+        if self.spec.amateur_prompt and not hasattr(self.template, "amateur_text"):
             raise TypeError(
                 f"strategy {strategy!r} needs a template with amateur_text(demos, query, variant)"
             )
@@ -440,15 +291,13 @@ class Pipeline:
             raise ValueError(f"batch_size={batch_size!r} must be an int >= 1")
         if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an int >= 1")
-        self.model = model
-        self.tokenizer = tokenizer
+        self.model = self.runner.model
+        self.tokenizer = self.runner.tokenizer
         self.selector = selector
-        self.strategy = strategy
+        self.strategy = self.spec.name
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.seed = seed
-        self.generate_kwargs = dict(generate_kwargs or {})
-        self.backend = backend
 
     def select(self, queries: Sequence[Any]) -> list[list[dict[str, Any]]]:
         """The demonstrations for each query (empty lists without a selector)."""
@@ -464,14 +313,12 @@ class Pipeline:
     def prepare(self, queries: Sequence[Any]) -> list[PreparedPrompt]:
         """Select and render every query's prompt (and amateur prompt), without generating."""
         queries = list(queries)
-        variant = self.options.variant or "no-demos"
+        variant = self.runner.values.get("variant")
         add_special = getattr(self.template, "add_special_tokens", True)
         prepared = []
         for i, (query, demos) in enumerate(zip(queries, self.select(queries), strict=True)):
             prompt = self.template.render_text(demos, query)
-            amateur = (
-                self.template.amateur_text(demos, query, variant) if self.spec.needs_amateur_prompt else None
-            )
+            amateur = self.template.amateur_text(demos, query, variant) if self.spec.amateur_prompt else None
             n = len(self.tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
             prepared.append(PreparedPrompt(i, query, demos, prompt, amateur, n))
         return prepared
@@ -494,14 +341,10 @@ class Pipeline:
             streamer: a transformers streamer for a single query.
         """
         prepared = self.prepare(queries)
-        texts = [p.prompt for p in prepared]
-        amateurs = [p.amateur_prompt for p in prepared] if self.spec.needs_amateur_prompt else None
-        for i, text, ids in generate_texts(
-            self.model,
-            self.tokenizer,
-            texts,
-            strategy=self.strategy,
-            options=self.options,
+        amateurs = [p.amateur_prompt for p in prepared] if self.spec.amateur_prompt else None
+        for i, out in run_batches(
+            self.runner,
+            [p.prompt for p in prepared],
             amateur_prompts=amateurs,
             max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size,
@@ -510,11 +353,9 @@ class Pipeline:
             skip=skip,
             streamer=streamer,
             progress=progress,
-            generate_kwargs=self.generate_kwargs,
-            backend=self.backend,
         ):
             p = prepared[i]
-            yield PipelineResult(i, p.query, p.demos, p.prompt, text, ids, p.amateur_prompt)
+            yield PipelineResult(i, p.query, p.demos, p.prompt, out.text, out.token_ids, p.amateur_prompt)
 
     def run(self, queries: Sequence[Any], *, progress: bool | None = False) -> list[PipelineResult]:
         """Every query's result, in input order."""

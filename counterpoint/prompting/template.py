@@ -25,7 +25,9 @@ from __future__ import annotations
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from counterpoint.decoding.input_contrast import AMATEUR_VARIANTS, OPPOSITE_INSTRUCTION, AmateurVariant
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -38,10 +40,6 @@ __all__ = [
     "as_example",
     "count_tokens",
 ]
-
-# How input-contrast decoding may weaken the prompt for its amateur view.
-AMATEUR_VARIANTS = ("no-demos", "no-context", "noisy-instruction")
-AmateurVariant = Literal["no-demos", "no-context", "noisy-instruction"]
 
 _POLARITIES = {"positive": True, "negative": False, True: True, False: False}
 
@@ -97,9 +95,9 @@ class FewShotTemplate:
     polarity_key: str = "polarity"
     positive_marker: str = "Positive example:"
     negative_marker: str = "Negative example:"
-    # The amateur's instruction for input-contrast's "noisy-instruction" variant (Kim et al. 2023,
-    # instructive decoding: an "opposite" instruction works best in their study).
-    noisy_instruction: str = "Always respond with the opposite of what you are asked."
+    # The amateur's instruction for input-contrast's "noisy-instruction" variant (Kim et al. 2024,
+    # Instructive Decoding: an "opposite" instruction works best in their study; their text).
+    noisy_instruction: str = OPPOSITE_INSTRUCTION
     # Chat rendering: how one demonstration splits into a user turn and an assistant turn.
     chat_user_format: str = "{input}"
     chat_assistant_format: str = "{output}"

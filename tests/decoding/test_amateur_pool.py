@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from counterpoint.decoding.amateur_pool import AmateurPool
+from counterpoint.decoding.vllm.pool import AmateurPool
 from tests.tiny_models import MIXED_PROMPTS, tiny_gpt2, tiny_llama
 
 

@@ -4,13 +4,13 @@ exact path kept wherever it would not be exact (beam search, jsd, output_scores,
 from __future__ import annotations
 
 import copy
+import sys
 from contextlib import contextmanager
 
 import pytest
 import torch
 
 from counterpoint.decoding import ContrastConfig, LayerContrast, layer_contrast
-from counterpoint.decoding import processors as processors_module
 from tests.decoding import contrast_reference as ref
 from tests.tiny_models import MIXED_PROMPTS, left_padded_batch, tiny_gpt2, tiny_llama
 
@@ -218,7 +218,7 @@ def test_large_heads_fall_back_to_the_full_lm_head(batch, peaked, monkeypatch):
     )
     assert got.tolist() == want.tolist()
     # With no size limit the gathered path runs on every step, whatever the union's size, still exact.
-    monkeypatch.setattr(processors_module, "HEAD_ONLY_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(sys.modules["counterpoint.decoding.layer_contrast"], "HEAD_ONLY_MAX_FRACTION", 1.0)
     for model in (flat, peaked):
         with count_full_heads(model) as forced:
             got = _layer(model, batch, "fusion", config, do_sample=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 import torch
 
 from counterpoint.decoding.scores import ContrastConfig, contrast_scores
-from counterpoint.decoding.vllm_backend import contrast_extra_args, generate_vllm, parse_contrast_args
+from counterpoint.decoding.vllm import contrast_extra_args, generate_vllm, parse_contrast_args
 from tests.vllm_env import ROOT, VLLM_PYTHON, require_vllm_python
 
 DRIVER = Path(__file__).with_name("vllm_driver.py")
@@ -223,35 +224,56 @@ def test_extra_args_round_trip_and_errors():
         parse_contrast_args({"counterpoint_contrast": {"alpha": 2.0}})
 
 
+USE_TRANSFORMERS = (
+    "use the transformers backend (backend='transformers', on the command line --backend transformers)"
+)
+
+
 @pytest.mark.parametrize(
-    ("strategy", "kwargs", "match"),
+    ("strategy", "options", "match"),
     [
         (
-            "contrastive_search",
+            "contrastive-search",
             {},
-            r"strategy='contrastive_search' cannot run on the vLLM backend: .*hidden "
-            r"states.*use the transformers backend",
+            r"^strategy 'contrastive-search' cannot run on the vLLM backend: it needs the model's hidden states "
+            r"at every step, which vLLM does not expose; " + re.escape(USE_TRANSFORMERS) + "$",
         ),
         (
-            "layer_contrast",
-            {},
-            r"strategy='layer_contrast' cannot run on the vLLM backend: .*transformers backend",
+            "layer-contrast",
+            {"layers": 1},
+            r"^strategy 'layer-contrast' cannot run on the vLLM backend: .*; "
+            + re.escape(USE_TRANSFORMERS)
+            + "$",
         ),
+        ("dola", {}, r"^strategy='dola' is unknown; use one of: greedy, sample, beam, contrastive-search"),
+        ("contrastive-decoding", {}, r"^strategy 'contrastive-decoding' needs amateur= \(the amateur model"),
         (
-            "dola",
-            {},
-            r"strategy='dola' is not a strategy; the vLLM backend runs \['greedy', 'sampling', 'beam'",
+            "greedy",
+            {"amateur": "x"},
+            r"^amateur='x' does not apply to strategy 'greedy'; it takes: no options$",
         ),
-        ("contrastive_decoding", {}, r"needs amateur="),
-        ("greedy", {"amateur": "x"}, r"apply to strategy='contrastive_decoding' only, not strategy='greedy'"),
-        ("greedy", {"max_new_tokens": 0}, r"max_new_tokens=0 must be >= 1"),
-        ("sampling", {"temperature": -1.0}, r"temperature=-1.0 must be >= 0"),
-        ("beam", {"num_beams": 0}, r"num_beams=0 must be >= 1"),
+        ("sample", {"temperature": -1.0}, r"^temperature=-1.0 must be > 0 \(sampling temperature\)$"),
+        ("beam", {"num_beams": 0}, r"^num_beams=0 must be an int >= 1$"),
+        (
+            "contrastive-decoding",
+            {"amateur": "a", "temperature": 0.7},
+            r"^temperature=0.7 needs do_sample \(it only shapes sampling\)$",
+        ),
     ],
 )
-def test_generate_vllm_rejects_bad_input_before_any_work(strategy, kwargs, match):
+def test_generate_vllm_rejects_bad_input_before_any_work(strategy, options, match):
     with pytest.raises(ValueError, match=match):
-        generate_vllm("/nonexistent", ["hi"], strategy, **kwargs)
+        generate_vllm("/nonexistent", ["hi"], strategy, options)
+    with pytest.raises(ValueError, match=r"^max_new_tokens=0 must be >= 1$"):
+        generate_vllm("/nonexistent", ["hi"], "greedy", max_new_tokens=0)
+
+
+def test_generate_vllm_legacy_keywords_still_work_with_a_warning():
+    with (
+        pytest.warns(DeprecationWarning, match=r"generate_vllm\(temperature=\) is deprecated"),
+        pytest.raises(ValueError, match=r"^temperature=-1.0 must be > 0"),
+    ):
+        generate_vllm("/nonexistent", ["hi"], "sample", temperature=-1.0)
 
 
 def test_missing_vllm_names_the_extra():
@@ -263,4 +285,4 @@ def test_missing_vllm_names_the_extra():
         pytest.skip("vLLM is installed in this environment")
     with pytest.raises(ImportError, match=r"pip install 'counterpoint\[vllm\]'"):
         generate_vllm("/nonexistent", ["hi"], "greedy")
-    assert "counterpoint.decoding.vllm_processor" not in sys.modules
+    assert "counterpoint.decoding.vllm.processor" not in sys.modules

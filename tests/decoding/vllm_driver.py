@@ -26,7 +26,7 @@ def run_scenario(engine, requests):
     from vllm import SamplingParams
 
     from counterpoint.decoding.scores import ContrastConfig
-    from counterpoint.decoding.vllm_backend import contrast_extra_args
+    from counterpoint.decoding.vllm import contrast_extra_args
 
     outputs = {r["id"]: {"token_ids": [], "finished": False} for r in requests}
     pending = sorted(requests, key=lambda r: r.get("join_step", 0))
@@ -57,7 +57,7 @@ def run_scenario(engine, requests):
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    from counterpoint.decoding.vllm_backend import build_llm
+    from counterpoint.decoding.vllm import build_llm
 
     llm = build_llm(
         spec["expert"],

@@ -20,9 +20,10 @@ from click.testing import CliRunner
 
 import counterpoint.models
 from counterpoint import cli
-from counterpoint.prompting import GenerationOptions, Pipeline
-from counterpoint.prompting.pipeline import _check_model, generate_texts
-from counterpoint.prompting.strategies import check_backend, get_strategy
+from counterpoint.decoding import GenerationOptions, get_backend
+from counterpoint.decoding.vllm.backend import VllmBackend
+from counterpoint.prompting import Pipeline
+from counterpoint.prompting.pipeline import generate_texts
 from tests.tiny_models import tiny_llama
 from tests.vllm_env import ROOT, VLLM_PYTHON, require_vllm_python
 
@@ -72,13 +73,12 @@ def _no_loading(monkeypatch):
         ),
         (
             ["--strategy", "contrastive-decoding", "--amateur", "a", "--num-beams", "2"],
-            "num_beams=2 is not available for strategy 'contrastive-decoding' on the vLLM backend, which "
+            "--num-beams 2 is not available for strategy 'contrastive-decoding' on the vLLM backend, which "
             "runs it greedy or sampled (do_sample); use the transformers backend for contrastive beam search",
         ),
         (
             ["--strategy", "contrastive-decoding", "--amateur", "a", "--temperature", "0.7", "--top-k", "5"],
-            "temperature=0.7, top_k=5 need do_sample=True with strategy 'contrastive-decoding' on the vLLM "
-            "backend",
+            "--temperature 0.7 needs do_sample (it only shapes sampling)",
         ),
     ],
 )
@@ -91,7 +91,8 @@ def test_strategies_vllm_cannot_run_fail_in_one_line(monkeypatch, tmp_path, comm
         args = [a for a in args if a not in ("--amateur-prompt", "a")] if "input-contrast" in args else args
     target = ["x"] if command == "generate" else [str(queries)]
     result = CliRunner().invoke(cli.main, [command, "--backend", "vllm", *args, *target])
-    assert (result.exit_code, result.stderr, result.stdout) == (1, f"Error: {message}\n", "")
+    code = 2 if message.startswith("--") else 1
+    assert (result.exit_code, result.stderr, result.stdout) == (code, f"Error: {message}\n", "")
 
 
 @pytest.mark.skipif(_vllm_installed(), reason="vLLM is installed in this environment")
@@ -114,7 +115,7 @@ def test_unknown_backend():
     assert result.exit_code == 2
     assert "Invalid value for '--backend': 'tgi' is not one of 'transformers', 'vllm'." in result.stderr
     with pytest.raises(ValueError, match=r"^backend='tgi' is unknown; use one of: transformers, vllm$"):
-        check_backend("greedy", GenerationOptions(), "tgi")
+        get_backend("tgi")
 
 
 def test_pipeline_refuses_before_any_work(tiny_model, smol_tokenizer):
@@ -130,53 +131,62 @@ def test_pipeline_refuses_before_any_work(tiny_model, smol_tokenizer):
         next(generate_texts(tiny_model, smol_tokenizer, ["x"], strategy="contrastive-search", backend="vllm"))
     # A loaded amateur cannot go to a vLLM engine, which loads its own.
     with pytest.raises(
-        ValueError, match=r"^amateur=LlamaForCausalLM object: on the vLLM backend amateur must be"
+        ValueError,
+        match=r"^amateur='LlamaForCausalLM' is a loaded model: on the vLLM backend amateur must be",
     ):
-        check_backend("contrastive-decoding", GenerationOptions(amateur=tiny_model), "vllm")
+        VllmBackend.request("contrastive-decoding", GenerationOptions(amateur=tiny_model))
 
 
 def _engine(amateur):
-    """Stands in for a vllm.LLM: _check_model reads only llm_engine.vllm_config.additional_config."""
+    """Stands in for a vllm.LLM: the backend reads only llm_engine.vllm_config.additional_config."""
     extra = {} if amateur is None else {"counterpoint_amateur": amateur}
     return SimpleNamespace(llm_engine=SimpleNamespace(vllm_config=SimpleNamespace(additional_config=extra)))
 
 
-def test_model_must_suit_the_backend(tiny_model):
-    cd = get_strategy("contrastive-decoding")
+def test_model_must_suit_the_backend(tiny_model, smol_tokenizer, monkeypatch):
+    monkeypatch.setattr(
+        VllmBackend, "check", classmethod(lambda cls, strategy, options=None: None)
+    )  # no vLLM here
     options = GenerationOptions(amateur="/m/amateur")
+    transformers = get_backend("transformers")
     with pytest.raises(ValueError, match=r"^model is a vLLM engine: pass backend='vllm'"):
-        _check_model(_engine(None), get_strategy("greedy"), GenerationOptions(), "transformers")
+        transformers(_engine(None), smol_tokenizer)
     with pytest.raises(
         ValueError, match=r"^backend='vllm' needs model to be a vllm.LLM .*not LlamaForCausalLM$"
     ):
-        _check_model(tiny_model, get_strategy("greedy"), GenerationOptions(), "vllm")
+        VllmBackend(tiny_model, smol_tokenizer)
     with pytest.raises(ValueError, match=r"needs an engine built with its amateur"):
-        _check_model(_engine(None), cd, options, "vllm")
+        VllmBackend(_engine(None), smol_tokenizer, "contrastive-decoding", options)
     with pytest.raises(
         ValueError, match=r"^amateur='/m/amateur' but the vLLM engine was built with amateur '/m/other'"
     ):
-        _check_model(_engine("/m/other"), cd, options, "vllm")
-    _check_model(_engine("/m/amateur"), cd, options, "vllm")  # the engine's own amateur: fine
-    _check_model(_engine("/m/amateur"), get_strategy("greedy"), GenerationOptions(), "vllm")
+        VllmBackend(_engine("/m/other"), smol_tokenizer, "contrastive-decoding", options)
+    VllmBackend(
+        _engine("/m/amateur"), smol_tokenizer, "contrastive-decoding", options
+    )  # its own amateur: fine
+    VllmBackend(_engine("/m/amateur"), smol_tokenizer, "greedy")
 
 
-def test_vllm_kwargs_of_each_strategy():
-    """What each strategy asks of generate_vllm (the engine run itself is the end-to-end test below)."""
-    assert get_strategy("greedy").build_vllm(GenerationOptions()) == {"strategy": "greedy"}
-    assert get_strategy("sample").build_vllm(GenerationOptions(temperature=0.7, top_k=5)) == {
-        "strategy": "sampling",
+def test_vllm_requests_of_each_strategy():
+    """What each strategy asks of the engine (the engine run itself is the end-to-end test below)."""
+    request = VllmBackend.request
+    assert request("greedy", None) == {"mode": "sample", "temperature": 0.0, "top_p": 1.0, "top_k": 0}
+    assert request("sample", GenerationOptions(temperature=0.7, top_k=5)) == {
+        "mode": "sample",
         "temperature": 0.7,
         "top_p": 1.0,
         "top_k": 5,
     }
-    assert get_strategy("beam").build_vllm(GenerationOptions()) == {"strategy": "beam", "num_beams": 4}
-    got = get_strategy("contrastive-decoding").build_vllm(
-        GenerationOptions(amateur="a", beta=0.8, do_sample=True, top_p=0.9)
+    assert request("beam", None) == {"mode": "beam", "num_beams": 4, "temperature": 0.0}
+    got = request("contrastive-decoding", GenerationOptions(amateur="a", beta=0.8, do_sample=True, top_p=0.9))
+    assert (got["contrast"].beta, got["temperature"], got["top_p"], got["top_k"], got["amateur"]) == (
+        0.8,
+        1.0,
+        0.9,
+        0,
+        "a",
     )
-    assert got["strategy"] == "contrastive_decoding"
-    assert (got["contrast"].beta, got["temperature"], got["top_p"], got["top_k"]) == (0.8, 1.0, 0.9, 0)
-    greedy_cd = get_strategy("contrastive-decoding").build_vllm(GenerationOptions(amateur="a"))
-    assert greedy_cd["temperature"] == 0.0
+    assert request("contrastive-decoding", GenerationOptions(amateur="a"))["temperature"] == 0.0
 
 
 # -- end to end: the CLI under .venv-vllm against the transformers backend -------------------------
