@@ -28,7 +28,6 @@ Writes benchmarks/results/contrast.md (a run with --only writes benchmarks/resul
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from counterpoint.decoding import (
     contrastive_decoding,
     input_contrast,
     layer_contrast,
+    truncated_amateur,
 )
 from counterpoint.eval import rep_n
 from counterpoint.models import load_language_model
@@ -56,16 +56,6 @@ QUESTIONS = [
     "How do I make a cup of tea?",
     "What is the difference between weather and climate?",
 ]
-
-
-def truncated_copy(model, n_layers: int):
-    """SmolLM2 cut to its first ``n_layers`` decoder layers: a same-tokenizer stand-in amateur."""
-    small = copy.deepcopy(model)
-    small.model.layers = small.model.layers[:n_layers]
-    small.config.num_hidden_layers = n_layers
-    if getattr(small.config, "layer_types", None):
-        small.config.layer_types = small.config.layer_types[:n_layers]
-    return small.eval()
 
 
 def chats(tokenizer, questions, system=None):
@@ -94,7 +84,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     model, tok = load_language_model()
-    amateur = truncated_copy(model, args.amateur_layers)
+    amateur = truncated_amateur(model, args.amateur_layers)
     n_layers = model.config.num_hidden_layers
     cfg = ContrastConfig(form="beta", beta=0.5, alpha=0.1)
     dola = ContrastConfig(form="difference", gamma=1.0, alpha=0.1)

@@ -67,22 +67,21 @@ def per_token_time(model, batch, strategy: str, k: int, new_tokens: int) -> floa
 @torch.no_grad()
 def floor_ratio(model, batch, k: int, context_tokens: int, repeats: int) -> float:
     """Time of a cached forward of k new tokens over that of one new token, same cache, same rows."""
-    from transformers import DynamicCache
+    from counterpoint import _hf
 
-    cache = DynamicCache(config=model.config)
     ids = generate(model, batch, "greedy", k, context_tokens)
     mask = torch.ones_like(ids)
     mask[:, : batch["attention_mask"].shape[1]] = batch["attention_mask"]
-    model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache = _hf.output_cache(_hf.forward(model, ids, attention_mask=mask, logits_to_keep=1))
     rows = ids.shape[0]
 
     def step(width: int) -> float:
         new = ids[:, -width:]
         m = torch.cat([mask, mask.new_ones(rows, width)], dim=-1)
         start = time.perf_counter()
-        model(input_ids=new, attention_mask=m, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        _hf.forward(model, new, attention_mask=m, cache=cache, logits_to_keep=1)
         elapsed = time.perf_counter() - start
-        cache.crop(-width)
+        _hf.crop_cache(cache, _hf.cache_length(cache) - width)
         return elapsed
 
     step(1), step(k)  # warm up

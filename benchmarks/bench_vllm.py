@@ -51,11 +51,11 @@ def amateur_folder(expert_dir: str) -> str:
     target = cache_root() / f"{Path(expert_dir).name}-first{AMATEUR_LAYERS}layers"
     if (target / "config.json").exists():
         return str(target)
-    model = AutoModelForCausalLM.from_pretrained(expert_dir, dtype=torch.float32)
-    model.model.layers = model.model.layers[:AMATEUR_LAYERS]
-    model.config.num_hidden_layers = AMATEUR_LAYERS
-    if getattr(model.config, "layer_types", None):
-        model.config.layer_types = model.config.layer_types[:AMATEUR_LAYERS]
+    from counterpoint.decoding import truncated_amateur
+
+    model = truncated_amateur(
+        AutoModelForCausalLM.from_pretrained(expert_dir, dtype=torch.float32), AMATEUR_LAYERS
+    )
     model.save_pretrained(target)
     AutoTokenizer.from_pretrained(expert_dir).save_pretrained(target)
     return str(target)

@@ -13,7 +13,6 @@ Sources shown:
 from __future__ import annotations
 
 import argparse
-import copy
 
 import torch
 
@@ -24,6 +23,7 @@ from counterpoint.decoding import (
     contrastive_decoding,
     input_contrast,
     layer_contrast,
+    truncated_amateur,
 )
 from counterpoint.models import load_language_model
 
@@ -78,9 +78,7 @@ def main() -> None:
     )  # fmt: skip
     show("input contrast: prompt without its context (beta 1.0)", tok, out, m)
 
-    amateur = copy.deepcopy(model)
-    amateur.model.layers = amateur.model.layers[:6]
-    amateur.config.num_hidden_layers = 6
+    amateur = truncated_amateur(model, 6)
     out = model.generate(
         **real, custom_generate=contrastive_decoding, amateur_model=amateur,
         contrast=ContrastConfig(form="beta", beta=0.5), **gen,

@@ -29,6 +29,9 @@ from typing import Any
 
 import torch
 
+from counterpoint import _hf
+from counterpoint.batching import left_pad, positions_from_mask
+
 __all__ = [
     "accuracy",
     "continuation_logprobs",
@@ -43,18 +46,6 @@ __all__ = [
 def _check_batch_size(batch_size: int) -> None:
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-
-
-def _left_pad(
-    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long, device=device)
-        mask[i, width - len(r) :] = 1
-    return ids, mask
 
 
 @torch.no_grad()
@@ -97,16 +88,16 @@ def continuation_logprobs(
     for start in range(0, len(prompt_ids), batch_size):
         rows = prompt_ids[start : start + batch_size]
         b = len(rows)
-        ids, mask = _left_pad(rows, pad_token_id, device)  # (b, T)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
-        res = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=longest > 1)
+        batch = left_pad(rows, pad_token_id, device=device)
+        ids, mask = batch["input_ids"], batch["attention_mask"]  # (b, T)
+        res = _hf.forward(model, ids, attention_mask=mask, position_ids=positions_from_mask(mask))
         last = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1).cpu()  # (b, V)
         scores = last[:, first]  # (b, L): log p(c_1 | prompt)
 
         if longest > 1:
             # Score c_2..c_m: one row per (prompt, label), on the prompt's cache repeated L times.
-            cache = res.past_key_values
-            cache.batch_repeat_interleave(n_labels)
+            cache = _hf.output_cache(res)
+            _hf.repeat_cache_rows(cache, n_labels)
             steps = longest - 1
             cont = torch.full((b * n_labels, steps), pad_token_id, dtype=torch.long)  # inputs c_1..c_{m-1}
             target = torch.zeros((b * n_labels, steps), dtype=torch.long)  # targets c_2..c_m
@@ -124,12 +115,8 @@ def continuation_logprobs(
             )
             start_pos = mask.sum(-1).repeat_interleave(n_labels).unsqueeze(1)  # (b*L, 1)
             cont_pos = start_pos + torch.arange(steps, device=device)  # (b*L, steps)
-            res2 = model(
-                input_ids=cont.to(device),
-                attention_mask=full_mask,
-                position_ids=cont_pos,
-                past_key_values=cache,
-                use_cache=True,
+            res2 = _hf.forward(
+                model, cont.to(device), attention_mask=full_mask, position_ids=cont_pos, cache=cache
             )
             logp = torch.log_softmax(res2.logits.float(), dim=-1).cpu()  # (b*L, steps, V)
             picked = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (b*L, steps)
@@ -214,20 +201,15 @@ def generate_labels(
     _check_batch_size(batch_size)
     if not (isinstance(max_new_tokens, int) and max_new_tokens >= 1):
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be a positive integer")
-    device = next(model.parameters()).device
-    texts: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        rows = [tokenizer(p)["input_ids"] for p in prompts[start : start + batch_size]]
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids, mask = _left_pad(rows, pad, device)
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=pad,
-        )
-        texts.extend(tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True))
+    from counterpoint.decoding.backend import run_batches
+    from counterpoint.decoding.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(model, tokenizer, "greedy")
+    texts: list[str] = [""] * len(prompts)
+    for i, out in run_batches(
+        backend, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size, seed=None
+    ):
+        texts[i] = out.text
     return texts
 
 
