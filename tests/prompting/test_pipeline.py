@@ -9,7 +9,7 @@ from counterpoint.prompting import (
     generate_texts,
     length_batches,
 )
-from counterpoint.prompting import strategies as strategies_module
+from counterpoint.decoding import input_contrast
 
 POOL = [
     {"input": "the cat sat on the mat", "output": "cats"},
@@ -172,8 +172,6 @@ def test_callable_selector_and_selector_errors(tiny_model, smol_tokenizer):
 
 
 def test_input_contrast_gets_amateur_prompts_from_the_template(tiny_model, smol_tokenizer, monkeypatch):
-    fake = object()
-    monkeypatch.setattr(strategies_module, "_decoding", lambda attr, strategy: fake)
     rec = Recorder(tiny_model, monkeypatch)
     template = FewShotTemplate(instruction="Topic?", noisy_instruction="Say nonsense.")
     opts = GenerationOptions(variant="noisy-instruction", beta=0.25)
@@ -182,7 +180,7 @@ def test_input_contrast_gets_amateur_prompts_from_the_template(tiny_model, smol_
     )
     results = pipe.run(QUERIES[:3])
     [call] = rec.calls
-    assert call["custom_generate"] is fake and call["contrast"] == ContrastConfig(beta=0.25)
+    assert call["custom_generate"] is input_contrast and call["contrast"] == ContrastConfig(beta=0.25)
     amateur = {"input_ids": call["amateur_input_ids"], "attention_mask": call["amateur_attention_mask"]}
     got = {tuple(unpadded(amateur, j)) for j in range(3)}
     for r in results:
@@ -194,7 +192,7 @@ def test_input_contrast_gets_amateur_prompts_from_the_template(tiny_model, smol_
 def test_pipeline_validates_before_any_work(tiny_model, smol_tokenizer):
     with pytest.raises(ValueError, match=r"strategy='nucleus' is unknown; use one of: greedy, sample, beam"):
         Pipeline(tiny_model, smol_tokenizer, strategy="nucleus")
-    with pytest.raises(ValueError, match=r"beta does not apply to strategy 'greedy'; it takes: no knobs"):
+    with pytest.raises(ValueError, match=r"beta=1.0 does not apply to strategy 'greedy'; it takes: no options"):
         Pipeline(tiny_model, smol_tokenizer, options=GenerationOptions(beta=1.0))
     with pytest.raises(ValueError, match=r"max_new_tokens=0 must be an int >= 1"):
         Pipeline(tiny_model, smol_tokenizer, max_new_tokens=0)
