@@ -27,7 +27,10 @@ def test_missing_embedder_names_the_install_command(monkeypatch):
 
 
 def test_missing_local_path_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    # the full table of bad names is in test_model_names.py
+    with pytest.raises(
+        models.OptionError, match=r"absent\.gguf' is not an existing file or folder \(no such path\)$"
+    ):
         models.resolve_language_model_path(str(tmp_path / "absent.gguf"))
 
 
