@@ -373,6 +373,66 @@ def lm_head_logits(
     return logits
 
 
+# -- GGUF: transformers' config tables ------------------------------------------------------------------
+
+# GGUF architectures whose config transformers' legacy reader special-cases (renames, values read
+# from tensors, post-processing): their config comes from transformers itself, not from the fast path.
+GGUF_SPECIAL = (
+    "t5",
+    "stablelm",
+    "moe",
+    "gpt-oss",
+    "gpt_oss",
+    "minimax",
+    "falcon",
+    "bloom",
+    "gemma3",
+    "gemma4",
+    "lfm2",
+)
+
+
+def gguf_config_dict(
+    metadata: dict[str, Any], tensor_names: list[str], *, string_list: type
+) -> dict[str, Any] | None:
+    """The config dict transformers builds from GGUF metadata, or ``None`` where it special-cases.
+
+    Mirrors the generic part of ``transformers.modeling_gguf_pytorch_utils.load_gguf_checkpoint``
+    (same mapping tables, same order); a test compares the result with transformers' own. Used by
+    :func:`counterpoint.models.read_model_config` to read a GGUF file's config from its header alone.
+
+    Args:
+        metadata: the GGUF header's key/value pairs.
+        tensor_names: the file's tensor names.
+        string_list: the type the header reader gives string arrays (left to transformers).
+    """
+    from transformers.integrations import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
+
+    arch = metadata.get("general.architecture")
+    name = str(metadata.get("general.name", "")).lower()
+    if (
+        not isinstance(arch, str)
+        or arch not in GGUF_CONFIG_MAPPING
+        or any(special in arch for special in GGUF_SPECIAL)
+        or ("llama" in arch and "mistral" in name)
+    ):
+        return None
+    config: dict[str, Any] = {"tie_word_embeddings": "output.weight" not in tensor_names}
+    for key, value in GGUF_CONFIG_DEFAULTS_MAPPING.get(arch, {}).items():
+        config.setdefault(key, value)
+    for key, value in metadata.items():
+        prefix, _, field = key.partition(".")
+        renamed = GGUF_CONFIG_MAPPING.get(prefix, {}).get(field)
+        if renamed is None or renamed == -1:
+            continue
+        if isinstance(value, string_list):
+            return None  # a config field held as a string list: leave it to transformers
+        config[renamed] = value
+    if "vocab_size" not in config and isinstance(metadata.get("tokenizer.ggml.tokens"), string_list):
+        config["vocab_size"] = metadata["tokenizer.ggml.tokens"].count
+    return config
+
+
 # -- the one patch: standard generate() arguments for our custom_generate strategies ----------------------
 #
 # transformers 5.x (seen on 5.19 through 5.24) builds the keyword arguments of a callable

@@ -508,25 +508,11 @@ def _first_int(config: Any, keys: tuple[str, ...]) -> int | None:
 
 # -- GGUF metadata ------------------------------------------------------------------------------
 
-# GGUF architectures whose config transformers' legacy reader special-cases (renames, values read
-# from tensors, post-processing): their config comes from transformers itself, not from the fast path.
-_GGUF_SPECIAL = (
-    "t5",
-    "stablelm",
-    "moe",
-    "gpt-oss",
-    "gpt_oss",
-    "minimax",
-    "falcon",
-    "bloom",
-    "gemma3",
-    "gemma4",
-    "lfm2",
-)
-
 
 def _read_gguf_config(gguf: Path, argument: str, name_or_path: Any, **config_kwargs: Any) -> PretrainedConfig:
     from transformers import AutoConfig
+
+    from counterpoint import _hf
 
     try:
         metadata, tensor_names = read_gguf_metadata(gguf)
@@ -534,7 +520,7 @@ def _read_gguf_config(gguf: Path, argument: str, name_or_path: Any, **config_kwa
         raise OptionError(
             argument, str(name_or_path), f"is not a GGUF file transformers can read: {err}"
         ) from err
-    config_dict = _gguf_config_dict(metadata, tensor_names)
+    config_dict = _hf.gguf_config_dict(metadata, tensor_names, string_list=_StringArray)
     try:
         if config_dict is None or config_kwargs:
             return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name, **config_kwargs)
@@ -548,39 +534,6 @@ def _read_gguf_config(gguf: Path, argument: str, name_or_path: Any, **config_kwa
         raise OptionError(
             argument, str(name_or_path), f"is a GGUF file transformers cannot load: {first}"
         ) from err
-
-
-def _gguf_config_dict(metadata: dict[str, Any], tensor_names: list[str]) -> dict[str, Any] | None:
-    """The config dict transformers builds from GGUF metadata, or ``None`` where it special-cases.
-
-    Mirrors the generic part of ``transformers.modeling_gguf_pytorch_utils.load_gguf_checkpoint``
-    (same mapping tables, same order); a test compares the result with transformers' own.
-    """
-    from transformers.integrations import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
-
-    arch = metadata.get("general.architecture")
-    name = str(metadata.get("general.name", "")).lower()
-    if (
-        not isinstance(arch, str)
-        or arch not in GGUF_CONFIG_MAPPING
-        or any(special in arch for special in _GGUF_SPECIAL)
-        or ("llama" in arch and "mistral" in name)
-    ):
-        return None
-    config: dict[str, Any] = {"tie_word_embeddings": "output.weight" not in tensor_names}
-    for key, value in GGUF_CONFIG_DEFAULTS_MAPPING.get(arch, {}).items():
-        config.setdefault(key, value)
-    for key, value in metadata.items():
-        prefix, _, field = key.partition(".")
-        renamed = GGUF_CONFIG_MAPPING.get(prefix, {}).get(field)
-        if renamed is None or renamed == -1:
-            continue
-        if isinstance(value, _StringArray):
-            return None  # a config field held as a string list: leave it to transformers
-        config[renamed] = value
-    if "vocab_size" not in config and isinstance(metadata.get("tokenizer.ggml.tokens"), _StringArray):
-        config["vocab_size"] = metadata["tokenizer.ggml.tokens"].count
-    return config
 
 
 class _StringArray(NamedTuple):

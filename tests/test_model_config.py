@@ -54,6 +54,12 @@ def tiny_gguf(tmp_path, monkeypatch):
     return model, path
 
 
+def _gguf_config_dict(metadata, tensor_names):
+    from counterpoint import _hf
+
+    return _hf.gguf_config_dict(metadata, tensor_names, string_list=models._StringArray)
+
+
 def _reference_metadata(path):
     """The metadata as the gguf package reads it, string arrays reduced to their length."""
     reader = gguf.GGUFReader(path)
@@ -132,12 +138,10 @@ def test_config_of_a_model_folder_loads_no_weights(tmp_path, no_weights):
 
 
 def test_a_special_cased_gguf_architecture_goes_to_transformers():
-    assert models._gguf_config_dict({"general.architecture": "stablelm"}, []) is None
-    assert models._gguf_config_dict({"general.architecture": "qwen2moe"}, []) is None
-    assert (
-        models._gguf_config_dict({"general.architecture": "llama", "general.name": "Mistral 7B"}, []) is None
-    )
-    assert models._gguf_config_dict({"general.architecture": "not-an-arch"}, []) is None
+    assert _gguf_config_dict({"general.architecture": "stablelm"}, []) is None
+    assert _gguf_config_dict({"general.architecture": "qwen2moe"}, []) is None
+    assert _gguf_config_dict({"general.architecture": "llama", "general.name": "Mistral 7B"}, []) is None
+    assert _gguf_config_dict({"general.architecture": "not-an-arch"}, []) is None
 
 
 def _forbidden(*args, **kwargs):

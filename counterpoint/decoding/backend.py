@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,7 +30,7 @@ from typing import Any, ClassVar
 
 from counterpoint.batching import length_batches
 from counterpoint.decoding.registry import get_strategy
-from counterpoint.decoding.spec import GenerationOptions, ModelFacts, StrategySpec
+from counterpoint.decoding.spec import GenerationOptions, StrategySpec
 from counterpoint.errors import OptionError
 
 __all__ = [
@@ -136,6 +137,8 @@ class Backend(ABC):
         )
         spec = cls.check(strategy, options)
         check_model(spec, options, read_facts(model))  # before the weights load
+        if isinstance(options.amateur, str | os.PathLike):
+            read_facts(options.amateur, argument="amateur")  # a bad amateur name fails before anything loads
         lm, tokenizer, options = cls.load_model(model, options, **kwargs)
         return cls(lm, tokenizer, strategy, options)
 

@@ -28,7 +28,6 @@ from counterpoint.errors import OptionError
 __all__ = [
     "GenerationOptions",
     "MissingOptionError",
-    "ModelFacts",
     "Option",
     "StrategySpec",
     "UnknownOptionError",
@@ -205,34 +204,6 @@ class GenerationOptions(Mapping[str, Any]):
 
 
 @dataclass(frozen=True)
-class ModelFacts:
-    """What a strategy may check about a model before its weights load (read from its config)."""
-
-    num_layers: int | None  # decoder layers
-    vocab_size: int | None  # rows of the output layer
-    context_length: int | None  # most positions (prompt and continuation)
-
-    @classmethod
-    def from_config(cls, config: Any) -> ModelFacts:
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-
-        def first(*names: str) -> int | None:
-            for name in names:
-                value = getattr(text, name, None)
-                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                    return value
-            return None
-
-        return cls(
-            num_layers=first("num_hidden_layers", "n_layer", "num_layers"),
-            vocab_size=first("vocab_size"),
-            context_length=first(
-                "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"
-            ),
-        )
-
-
-@dataclass(frozen=True)
 class StrategySpec:
     """A named decoding strategy: its options and how each backend runs it.
 
@@ -246,8 +217,9 @@ class StrategySpec:
             ``None`` when vLLM cannot run the strategy, with the reason in ``no_vllm``.
         amateur_prompt: the caller supplies one amateur prompt per row (input contrast).
         check: cross-option checks on resolved values (raise :class:`OptionError`).
-        check_model: checks of resolved values against the model (:class:`ModelFacts`, read from its config
-            before the weights load): layer indices past the model's depth, ``top_k`` past its vocabulary.
+        check_model: checks of resolved values against the model (:class:`counterpoint.models.ModelFacts`,
+            read from its config before the weights load): layer indices past its depth, ``top_k`` past its
+            vocabulary.
         streams: whether a transformers streamer can follow it (not beam search).
     """
 
@@ -259,7 +231,7 @@ class StrategySpec:
     no_vllm: str = ""
     amateur_prompt: bool = False
     check: Callable[[dict[str, Any]], None] | None = None
-    check_model: Callable[[dict[str, Any], ModelFacts], None] | None = None
+    check_model: Callable[[dict[str, Any], Any], None] | None = None
     streams: Callable[[dict[str, Any]], bool] = field(default=lambda values: True)
     aliases: tuple[str, ...] = ()
 

@@ -16,7 +16,8 @@ import torch
 from counterpoint.batching import left_pad
 from counterpoint.decoding.backend import Backend, Batch, Generated, check_model
 from counterpoint.decoding.registry import get_strategy
-from counterpoint.decoding.spec import GenerationOptions, ModelFacts, StrategySpec
+from counterpoint.decoding.spec import GenerationOptions, StrategySpec
+from counterpoint.models import model_facts
 
 __all__ = ["TransformersBackend"]
 
@@ -49,7 +50,7 @@ class TransformersBackend(Backend):
                 "model is a vLLM engine: pass backend='vllm' (on the command line --backend vllm)"
             )
         super().__init__(model, tokenizer, strategy, options, generate_kwargs=generate_kwargs)
-        check_model(self.spec, self.options, ModelFacts.from_config(model.config))
+        check_model(self.spec, self.options, model_facts(model.config))
         self.kwargs = {**self.spec.build(self.values), **self.generate_kwargs}
         eos = model.generation_config.eos_token_id
         self.eos = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
@@ -78,7 +79,7 @@ class TransformersBackend(Backend):
         options = options or GenerationOptions()
         lm, tokenizer = load_language_model(model, **load_kwargs)
         if isinstance(options.amateur, str | os.PathLike):
-            amateur, _ = load_language_model(options.amateur, device=lm.device)
+            amateur, _ = load_language_model(options.amateur, device=lm.device, argument="amateur")
             options = options.replace(amateur=amateur)
         return lm, tokenizer, options
 

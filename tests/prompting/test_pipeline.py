@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from counterpoint.decoding import input_contrast
 from counterpoint.decoding.scores import ContrastConfig
 from counterpoint.prompting import (
     FewShotTemplate,
@@ -9,7 +10,6 @@ from counterpoint.prompting import (
     generate_texts,
     length_batches,
 )
-from counterpoint.decoding import input_contrast
 
 POOL = [
     {"input": "the cat sat on the mat", "output": "cats"},
@@ -192,7 +192,9 @@ def test_input_contrast_gets_amateur_prompts_from_the_template(tiny_model, smol_
 def test_pipeline_validates_before_any_work(tiny_model, smol_tokenizer):
     with pytest.raises(ValueError, match=r"strategy='nucleus' is unknown; use one of: greedy, sample, beam"):
         Pipeline(tiny_model, smol_tokenizer, strategy="nucleus")
-    with pytest.raises(ValueError, match=r"beta=1.0 does not apply to strategy 'greedy'; it takes: no options"):
+    with pytest.raises(
+        ValueError, match=r"beta=1.0 does not apply to strategy 'greedy'; it takes: no options"
+    ):
         Pipeline(tiny_model, smol_tokenizer, options=GenerationOptions(beta=1.0))
     with pytest.raises(ValueError, match=r"max_new_tokens=0 must be an int >= 1"):
         Pipeline(tiny_model, smol_tokenizer, max_new_tokens=0)

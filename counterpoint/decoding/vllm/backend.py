@@ -112,7 +112,7 @@ class VllmBackend(Backend):
             tokenizer.pad_token = tokenizer.eos_token
         amateur = None
         if isinstance(options.amateur, str | os.PathLike):
-            amateur = resolve_language_model_path(options.amateur)
+            amateur = resolve_language_model_path(options.amateur, argument="amateur")
             options = options.replace(amateur=amateur)
         return build_llm(path, amateur=amateur, seed=seed, **engine_kwargs), tokenizer, options
 
