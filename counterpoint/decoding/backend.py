@@ -159,17 +159,15 @@ class Backend(ABC):
         return self.tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
 
 
-def read_facts(model: Any) -> ModelFacts:
-    """The :class:`ModelFacts` of a model name or path, from its config alone (no weights)."""
-    from transformers import AutoConfig
+def read_facts(model: Any, argument: str = "model") -> Any:
+    """The :class:`~counterpoint.models.ModelFacts` of a model name or path, from its config alone."""
+    from counterpoint.models import model_facts, read_model_config
 
-    from counterpoint.models import resolve_language_model_path
-
-    return ModelFacts.from_config(AutoConfig.from_pretrained(resolve_language_model_path(model)))
+    return model_facts(read_model_config(model, argument=argument))
 
 
 def check_model(
-    strategy: str | StrategySpec, options: GenerationOptions | Mapping[str, Any] | None, facts: ModelFacts
+    strategy: str | StrategySpec, options: GenerationOptions | Mapping[str, Any] | None, facts: Any
 ) -> None:
     """Refuse options that do not fit the model (layer indices, ``top_k``) before its weights load."""
     spec = get_strategy(strategy)
