@@ -21,7 +21,7 @@ from counterpoint import __version__
 from counterpoint.decoding.backend import BACKEND_NAMES, get_backend
 from counterpoint.decoding.registry import STRATEGIES, get_strategy, options_by_name
 from counterpoint.decoding.spec import GenerationOptions, MissingOptionError, UnknownOptionError
-from counterpoint.errors import OptionError
+from counterpoint.errors import OptionError, RunMismatchError
 from counterpoint.models import ModelNotInstalledError
 
 # What a user error looks like when it comes out of the library: turned into one "Error:" line.
@@ -66,7 +66,7 @@ def _message(err: Exception) -> str:
         flag = _flag(err.argument)
         if flag is None and err.argument.startswith("prompts["):
             row = int(err.argument[len("prompts[") : -1]) + 1
-            return f"prompt {row}: {err.problem}"
+            return f"prompt {row} {err.problem}"
         return err.render(flag) if flag else str(err)
     if isinstance(err, KeyError) and err.args:
         return str(err.args[0])
@@ -82,6 +82,8 @@ def _user_errors() -> Iterator[None]:
         yield
     except click.ClickException:
         raise
+    except RunMismatchError as err:
+        raise click.ClickException(err.render({name: _flag(name) or name for name in options_by_name()} | _ARGUMENT_FLAGS)) from None
     except OptionError as err:
         raise UsageError(_message(err)) from None
     except (*_USER_ERRORS, VllmEngineError) as err:
@@ -288,8 +290,32 @@ def _template(kw: dict[str, Any]) -> Any:
     )
 
 
-def _open_output(output: str | None, resume: bool, overwrite: bool) -> Any:
-    """The JSONL sink: a resumable file, or standard output."""
+# Flags that do not change what the rows hold, so a resumed run may change them.
+_NOT_RECORDED = {"output", "resume", "overwrite", "progress", "verbose", "batch_size"}
+
+
+def _run_record(command: str, kw: dict[str, Any], options: GenerationOptions | None, files: dict[str, str]) -> dict[str, Any]:
+    """What decides the rows' content: the command, its flags and the strategy's options (and the batch
+    size when sampling makes a row depend on its batch), and a hash of each file it reads besides the input."""
+    import hashlib
+    from pathlib import Path
+
+    record: dict[str, Any] = {"command": command}
+    record.update({k: v for k, v in kw.items() if k not in _NOT_RECORDED})
+    if options is not None:
+        record.update({k: v if isinstance(v, str | int | float | bool | tuple) else repr(v) for k, v in options.items()})
+        values = get_strategy(kw["strategy"]).resolve(options)
+        if kw["strategy"] == "sample" or values.get("do_sample"):
+            record["batch_size"] = kw["batch_size"]
+    for name, path in files.items():
+        record[name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return record
+
+
+def _open_output(
+    output: str | None, resume: bool, overwrite: bool, rows: list[dict[str, Any]] | None = None, record: dict[str, Any] | None = None
+) -> Any:
+    """The JSONL sink: a resumable file with its run record, or standard output."""
     from counterpoint.io import JsonlOutput
 
     if output is None:
@@ -298,7 +324,7 @@ def _open_output(output: str | None, resume: bool, overwrite: bool) -> Any:
         return None
     if resume and overwrite:
         raise UsageError("--resume and --overwrite cannot be used together")
-    out = JsonlOutput(output, resume=resume, overwrite=overwrite)
+    out = JsonlOutput(output, resume=resume, overwrite=overwrite, input_rows=rows, options=record)
     if out.dropped_partial_line:
         click.echo(f"{output}: its last row was cut off mid-write; redoing that row", err=True)
     return out
@@ -320,8 +346,8 @@ def _check_resumed(out: Any, rows: list[dict[str, Any]]) -> None:
 
 
 @contextlib.contextmanager
-def _sink(kw: dict[str, Any], rows: list[dict[str, Any]]) -> Iterator[Any]:
-    out = _open_output(kw["output"], kw["resume"], kw["overwrite"])
+def _sink(kw: dict[str, Any], rows: list[dict[str, Any]], record: dict[str, Any]) -> Iterator[Any]:
+    out = _open_output(kw["output"], kw["resume"], kw["overwrite"], rows, record)
     try:
         if out is not None:
             _check_resumed(out, rows)
@@ -359,7 +385,27 @@ def _echo_streamer(tokenizer: Any) -> Any:
 # -- commands -------------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """click's group, with every usage error (a bad choice, a missing argument) shown as one ``Error:`` line."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as err:
+            click.echo(f"Error: {err.format_message()}", err=True)
+            sys.exit(err.exit_code)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="counterpoint")
 def main() -> None:
     """Contrastive decoding and few-shot demonstration selection."""
@@ -438,7 +484,8 @@ def generate(prompts: tuple[str, ...], input_path: str | None, **kw: Any) -> Non
         render_prompts(rows, **{**render, "chat": False, "system_prompt": None})  # checks, before loading
         if kw["system_prompt"] is not None and not kw["chat"]:
             raise UsageError("--system-prompt needs --chat")
-        with _sink(kw, rows) as out:
+        record = _run_record("generate", kw, options, {})
+        with _sink(kw, rows, record) as out:
             backend = _load_backend(kw, options)
             rendered = render_prompts(rows, **render, tokenizer=backend.tokenizer)
             stream = out is None and bool(prompts) and len(rows) == 1
@@ -600,7 +647,7 @@ def select(pool: str, queries: str, **kw: Any) -> None:
         _check_selection(kw, pool)
         rows = read_jsonl(queries, "queries")
         template = _template(kw)  # checks the formats before anything loads
-        with _sink(kw, rows) as out:
+        with _sink(kw, rows, _run_record("select", kw, None, {"pool_sha256": pool})) as out:
             _quiet_loading(kw["verbose"])
             tokenizer = None
             if kw["max_tokens"] is not None:
@@ -668,7 +715,8 @@ def run(queries: str, pool: str | None, **kw: Any) -> None:
         template = _template(kw)  # checks the formats before any model loads
         if kw["noisy_instruction"] is not None:
             template = replace(template, noisy_instruction=_unescape(kw["noisy_instruction"]))
-        with _sink(kw, rows) as out:
+        record = _run_record("run", kw, options, {"pool_sha256": pool} if pool else {})
+        with _sink(kw, rows, record) as out:
             backend = _load_backend(kw, options)
             if kw["chat"]:
                 template = template.chat(backend.tokenizer, _unescape(kw["system_prompt"]))

@@ -36,10 +36,21 @@ class OptionError(ValueError):
         super().__init__(self.render())
 
     def render(self, flag: str | None = None) -> str:
-        """The message, naming the argument as ``argument=value`` or, with ``flag``, ``flag value``."""
-        shown = self.value if isinstance(self.value, str) and flag is not None else repr(self.value)
+        """The message, naming the argument as ``argument=value`` or, with ``flag``, ``flag value``.
+
+        A ``None`` value (something missing) is left out: ``amateur_prompt is needed by ...``. On the command
+        line a string is shown as typed and a tuple as the comma-separated list it was typed as.
+        """
+        if self.value is None:
+            return f"{flag or self.argument} {self.problem}"
         if flag is None:
             return f"{self.argument}={self.value!r} {self.problem}"
+        if isinstance(self.value, str):
+            shown = self.value
+        elif isinstance(self.value, tuple | list):
+            shown = ",".join(map(str, self.value))
+        else:
+            shown = repr(self.value)
         return f"{flag} {shown} {self.problem}"
 
 
