@@ -83,7 +83,9 @@ def _user_errors() -> Iterator[None]:
     except click.ClickException:
         raise
     except RunMismatchError as err:
-        raise click.ClickException(err.render({name: _flag(name) or name for name in options_by_name()} | _ARGUMENT_FLAGS)) from None
+        raise click.ClickException(
+            err.render({name: _flag(name) or name for name in options_by_name()} | _ARGUMENT_FLAGS)
+        ) from None
     except OptionError as err:
         raise UsageError(_message(err)) from None
     except (*_USER_ERRORS, VllmEngineError) as err:
@@ -294,7 +296,9 @@ def _template(kw: dict[str, Any]) -> Any:
 _NOT_RECORDED = {"output", "resume", "overwrite", "progress", "verbose", "batch_size"}
 
 
-def _run_record(command: str, kw: dict[str, Any], options: GenerationOptions | None, files: dict[str, str]) -> dict[str, Any]:
+def _run_record(
+    command: str, kw: dict[str, Any], options: GenerationOptions | None, files: dict[str, str]
+) -> dict[str, Any]:
     """What decides the rows' content: the command, its flags and the strategy's options (and the batch
     size when sampling makes a row depend on its batch), and a hash of each file it reads besides the input."""
     import hashlib
@@ -303,7 +307,9 @@ def _run_record(command: str, kw: dict[str, Any], options: GenerationOptions | N
     record: dict[str, Any] = {"command": command}
     record.update({k: v for k, v in kw.items() if k not in _NOT_RECORDED})
     if options is not None:
-        record.update({k: v if isinstance(v, str | int | float | bool | tuple) else repr(v) for k, v in options.items()})
+        record.update(
+            {k: v if isinstance(v, str | int | float | bool | tuple) else repr(v) for k, v in options.items()}
+        )
         values = get_strategy(kw["strategy"]).resolve(options)
         if kw["strategy"] == "sample" or values.get("do_sample"):
             record["batch_size"] = kw["batch_size"]
@@ -313,7 +319,11 @@ def _run_record(command: str, kw: dict[str, Any], options: GenerationOptions | N
 
 
 def _open_output(
-    output: str | None, resume: bool, overwrite: bool, rows: list[dict[str, Any]] | None = None, record: dict[str, Any] | None = None
+    output: str | None,
+    resume: bool,
+    overwrite: bool,
+    rows: list[dict[str, Any]] | None = None,
+    record: dict[str, Any] | None = None,
 ) -> Any:
     """The JSONL sink: a resumable file with its run record, or standard output."""
     from counterpoint.io import JsonlOutput
@@ -388,7 +398,14 @@ def _echo_streamer(tokenizer: Any) -> Any:
 class _Group(click.Group):
     """click's group, with every usage error (a bad choice, a missing argument) shown as one ``Error:`` line."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:

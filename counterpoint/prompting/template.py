@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from counterpoint.decoding.input_contrast import AMATEUR_VARIANTS, OPPOSITE_INSTRUCTION, AmateurVariant
+from counterpoint.errors import OptionError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -109,9 +110,10 @@ class FewShotTemplate:
         for name in ("demo_format", "query_format", "chat_user_format", "chat_assistant_format"):
             value = getattr(self, name)
             if not isinstance(value, str) or not _fields(value):
-                raise ValueError(
-                    f"{name}={value!r} must be a str.format string with at least one {{field}}, "
-                    "e.g. 'Input: {input}'"
+                raise OptionError(
+                    name,
+                    value,
+                    "must be a str.format string with at least one {field}, e.g. 'Input: {input}'",
                 )
         if self.context_key is not None and self.context_key not in _fields(self.context_format):
             raise ValueError(
