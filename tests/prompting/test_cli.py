@@ -217,9 +217,21 @@ def test_resume_redoes_a_row_cut_off_mid_write(runner, tiny_model_dir, tmp_path)
 
 
 def test_resume_refuses_a_changed_input(runner, tiny_model_dir, tmp_path):
-    src = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "prompt": "Hi"}, {"id": "b", "prompt": "Hello there"}])
+    src = write_jsonl(
+        tmp_path / "in.jsonl", [{"id": "a", "prompt": "Hi"}, {"id": "b", "prompt": "Hello there"}]
+    )
     out = tmp_path / "out.jsonl"
-    args = ["generate", "-i", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--max-new-tokens", "2"]
+    args = [
+        "generate",
+        "-i",
+        str(src),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_dir),
+        "--max-new-tokens",
+        "2",
+    ]
     assert runner.invoke(cli.main, args).exit_code == 0
     write_jsonl(src, [{"id": "a", "prompt": "Hi"}, {"id": "c", "prompt": "Hello there"}])
     result = runner.invoke(cli.main, [*args, "--resume"])
@@ -229,7 +241,9 @@ def test_resume_refuses_a_changed_input(runner, tiny_model_dir, tmp_path):
         "pass --overwrite to start it again\n"
     )
     result = runner.invoke(cli.main, [*args, "--resume", "--max-new-tokens", "3"])
-    assert result.stderr.startswith(f"Error: cannot resume '{out}', written by another run: --max-new-tokens 2 there, 3 now")
+    assert result.stderr.startswith(
+        f"Error: cannot resume '{out}', written by another run: --max-new-tokens 2 there, 3 now"
+    )
 
 
 def test_run_prompts_are_the_template_rendering_of_the_selected_demos(
@@ -265,16 +279,28 @@ def test_run_with_chat_template(runner, tiny_model_dir, tmp_path, monkeypatch):
     )
 
 
-
-
-@pytest.mark.parametrize("strategy", [["--strategy", "sample", "--temperature", "2.0"], ["--strategy", "beam", "--num-beams", "2"]])
-def test_resume_after_a_kill_between_two_rows_of_one_batch(runner, tiny_model_dir, tmp_path, monkeypatch, strategy):
+@pytest.mark.parametrize(
+    "strategy", [["--strategy", "sample", "--temperature", "2.0"], ["--strategy", "beam", "--num-beams", "2"]]
+)
+def test_resume_after_a_kill_between_two_rows_of_one_batch(
+    runner, tiny_model_dir, tmp_path, monkeypatch, strategy
+):
     """The row after the kill belongs to a batch whose first row was written: resuming regenerates that whole
     batch (same rows, same seed) and writes only the missing row, so the file equals an uninterrupted run's."""
     from counterpoint.io import JsonlOutput
 
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": p} for p in PROMPTS])
-    common = ["--model", str(tiny_model_dir), *strategy, "--batch-size", "2", "--max-new-tokens", "4", "--seed", "3"]
+    common = [
+        "--model",
+        str(tiny_model_dir),
+        *strategy,
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--seed",
+        "3",
+    ]
     full = tmp_path / "full.jsonl"
     assert runner.invoke(cli.main, ["generate", "-i", str(src), "-o", str(full), *common]).exit_code == 0
 
@@ -282,7 +308,9 @@ def test_resume_after_a_kill_between_two_rows_of_one_batch(runner, tiny_model_di
     real_write = JsonlOutput.write
 
     def write(self, row):
-        if len(self.done) + self._rows_written >= 3:  # rows 1-2 (batch 1) and row 3 (batch 2's first) are written
+        if (
+            len(self.done) + self._rows_written >= 3
+        ):  # rows 1-2 (batch 1) and row 3 (batch 2's first) are written
             raise KeyboardInterrupt
         real_write(self, row)
         self._rows_written += 1
