@@ -352,7 +352,7 @@ def _ladder(kind: str, index: Any, n: int, k: int) -> list[int]:
         # efSearch below k + 1 (the neighbours asked for, self included) is raised to it by faiss.
         top = max(k + 1, min(n, 4096))
         steps = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
-        return sorted({min(max(v, k + 1), top) for v in steps} | {top})
+        return sorted({min(max(v, k + 1), top) for v in steps} | {k + 1, top})
     nlist = int(index.nlist)
     steps = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
     return sorted({v for v in steps if v < nlist} | {nlist})  # nlist cells: exhaustive, exact

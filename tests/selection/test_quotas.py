@@ -92,10 +92,7 @@ def bm25_scores(pool: DemoPool, texts: list[str]) -> np.ndarray:
 @pytest.mark.parametrize("k", [1, 5, 7])
 def test_scored_methods_equal_brute_force_walk(method, balance, k):
     pool, qtexts, pool_mat, q_mat = tied_pool()
-    if method == "knn":
-        scores = pair_scores(q_mat, pool_mat)
-    else:
-        scores = bm25_scores(pool, qtexts)
+    scores = pair_scores(q_mat, pool_mat) if method == "knn" else bm25_scores(pool, qtexts)
     cap = math.ceil(k / 3) if balance else None
     got = select(pool, qtexts, k=k, method=method, balance_labels=balance, order="most_similar_first")
     for row, text, s in zip(got, qtexts, scores, strict=True):
@@ -141,7 +138,9 @@ def test_vote_k_with_quotas_equals_reference_walk():
     pool, qtexts, pool_mat, _ = tied_pool(n=50, d=6)
     pool_mat = pool.embeddings.numpy()
     order = naive_vote_k(pool_mat, 5, len(pool))
-    got = select(pool, qtexts, k=5, method="vote-k", graph_k=5, balance_labels=True, order="most_similar_first")
+    got = select(
+        pool, qtexts, k=5, method="vote-k", graph_k=5, balance_labels=True, order="most_similar_first"
+    )
     position = {u: r for r, u in enumerate(order)}
     for row, text in zip(got, qtexts, strict=True):
         scores = np.array([-position[i] for i in range(len(pool))], dtype=np.float64)
