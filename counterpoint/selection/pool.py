@@ -25,12 +25,11 @@ from counterpoint.selection.embedders import Embedder, as_embedder
 from counterpoint.selection.search import (
     FaissIndexConfig,
     IndexRecall,
-    build_faiss_index,
+    build_tuned_index,
     exact_search,
     faiss_search,
     import_faiss,
     set_search_parameter,
-    tune_faiss_index,
 )
 
 __all__ = ["DemoPool", "join_text"]
@@ -155,6 +154,7 @@ class DemoPool:
         self.index: Any = None
         self.index_config: FaissIndexConfig | None = None
         self.index_recall: IndexRecall | None = None
+        self._index_ids: np.ndarray | None = None  # row number of each faiss id (None: the same)
         self._invalidate()
 
     # ---------------------------------------------------------------- construction
@@ -329,6 +329,8 @@ class DemoPool:
         self.embeddings = torch.cat([self.embeddings, torch.from_numpy(matrix)])
         if self.index is not None:
             self.index.add(np.ascontiguousarray(matrix))
+            if self._index_ids is not None:
+                self._index_ids = np.concatenate([self._index_ids, np.arange(start, len(self))])
         self._invalidate()
         return list(range(start, len(self)))
 
@@ -350,16 +352,14 @@ class DemoPool:
             (0.93, 48)
         """
         config = FaissIndexConfig(kind=kind, **params)
-        matrix = self.embeddings.numpy()
-        index = build_faiss_index(matrix, config)
-        recall = tune_faiss_index(index, matrix, config)
-        self.index, self.index_config, self.index_recall = index, config, recall
+        index, ids, recall = build_tuned_index(self.embeddings.numpy(), config)
+        self.index, self.index_config, self.index_recall, self._index_ids = index, config, recall, ids
         self._deep_search_warned = False
         return self
 
     def drop_index(self) -> DemoPool:
         """Go back to exact torch search."""
-        self.index, self.index_config, self.index_recall = None, None, None
+        self.index, self.index_config, self.index_recall, self._index_ids = None, None, None, None
         return self
 
     def embed_queries(self, texts: Sequence[str], *, batch_size: int | None = None) -> torch.Tensor:
@@ -427,7 +427,9 @@ class DemoPool:
             return s, sub[i]
         if self.index is not None:
             self._warn_if_deeper_than_measured(k)
-            return faiss_search(self.index, queries.numpy(), min(k, len(self)), exclude=exclude)
+            return faiss_search(
+                self.index, queries.numpy(), min(k, len(self)), exclude=exclude, ids=self._index_ids
+            )
         return exact_search(
             queries,
             self._on_device(),
@@ -460,7 +462,8 @@ class DemoPool:
     # ---------------------------------------------------------------- persistence
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``pool.json``, ``records.jsonl``, ``embeddings.npy`` (and ``index.faiss``) to ``directory``.
+        """Write ``pool.json``, ``records.jsonl``, ``embeddings.npy`` (and ``index.faiss``, with
+        ``index_ids.npy`` when the index holds the rows in another order) to ``directory``.
 
         ``pool.json`` keeps the index's configuration and measured recall, so :meth:`load` gives
         back the same search parameter without measuring again.
@@ -482,10 +485,13 @@ class DemoPool:
             for r in self.records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
         np.save(out / "embeddings.npy", self.embeddings.numpy())
+        for stale in ("index.faiss", "index_ids.npy"):
+            if (out / stale).exists():
+                (out / stale).unlink()
         if self.index is not None:
             import_faiss().write_index(self.index, str(out / "index.faiss"))
-        elif (out / "index.faiss").exists():
-            (out / "index.faiss").unlink()
+            if self._index_ids is not None:
+                np.save(out / "index_ids.npy", self._index_ids)
         (out / "pool.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         return out
 
@@ -525,6 +531,8 @@ class DemoPool:
         )
         if meta["index"] is not None:
             pool.index = import_faiss().read_index(str(src / "index.faiss"))
+            if (src / "index_ids.npy").is_file():
+                pool._index_ids = np.load(src / "index_ids.npy")
             pool.index_config = config = FaissIndexConfig(**meta["index"])
             if meta.get("index_recall") is not None:
                 pool.index_recall = IndexRecall.from_dict(meta["index_recall"])

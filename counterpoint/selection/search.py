@@ -10,10 +10,12 @@ place too.
 The faiss backend (``pip install counterpoint[faiss]``) keeps an index next to the pool: ``"flat"``
 (exact inner product, returns what exact search returns), ``"hnsw"`` and ``"ivf"`` (approximate).
 An approximate index chooses its search parameter (HNSW's ``efSearch``, IVF's ``nprobe``) when it is
-built: the smallest value whose recall@k against exact search, measured on a sample of the pool's
-own rows (each searched for its neighbours, itself left out), reaches ``target_recall`` (0.95 by
-default). :func:`tune_faiss_index` does it and returns an :class:`IndexRecall`; a fixed
-``ef_search`` / ``nprobe`` skips the search but is still measured.
+built: the smallest value whose recall@k against exact search reaches ``target_recall`` (0.95 by
+default), measured with a sample of the pool's rows as queries. The sample is held out while it is
+measured and added afterwards, because a row the index already holds finds itself and its graph
+neighbours far more easily than a new query (on random vectors an HNSW graph scored 0.95 on its own
+rows and 0.4 on new queries). :func:`build_tuned_index` does it and returns an :class:`IndexRecall`;
+a fixed ``ef_search`` / ``nprobe`` skips the search but is still measured.
 
 Example:
     >>> q, c = torch.eye(3)[:2], torch.eye(3)
@@ -38,6 +40,7 @@ __all__ = [
     "FaissIndexConfig",
     "IndexRecall",
     "build_faiss_index",
+    "build_tuned_index",
     "exact_search",
     "faiss_search",
     "import_faiss",
@@ -209,7 +212,8 @@ class FaissIndexConfig:
             speed. Not to be combined with a fixed ``ef_search`` (hnsw) or ``nprobe`` (ivf).
         recall_k: the ``k`` of the recall measured; tune for the deepest search you run (MMR's
             ``fetch_k``, DPP's ``candidates``, vote-k's ``graph_k``).
-        recall_sample: pool rows searched to measure recall (all of them in a smaller pool).
+        recall_sample: pool rows held out and searched to measure recall (at most a fifth of the
+            pool).
         seed: picks the sample.
     """
 
@@ -263,7 +267,7 @@ class IndexRecall:
         recall: mean recall@``k`` against exact search over the sample (ties at the k-th score
             count as found).
         k: neighbours per query measured.
-        sample_size: pool rows searched (each for its neighbours, itself left out).
+        sample_size: held-out pool rows searched for.
         parameter: ``"ef_search"`` or ``"nprobe"``.
         value: the value the index searches with.
         target: the recall asked for; ``None`` when ``value`` was fixed by the caller.
@@ -292,7 +296,7 @@ class IndexRecall:
         target = "fixed" if self.target is None else f"target {self.target:.2f}"
         return (
             f"recall@{self.k} {self.recall:.3f} with {self.parameter}={self.value} ({target}, "
-            f"measured on {self.sample_size} pool rows)"
+            f"measured on {self.sample_size} held-out pool rows)"
         )
 
 
@@ -308,30 +312,64 @@ def import_faiss() -> Any:
 
 
 def build_faiss_index(embeddings: np.ndarray, config: FaissIndexConfig) -> Any:
-    """Build an inner-product faiss index over ``embeddings`` ``(N, D)`` float32.
+    """Build an inner-product faiss index over ``embeddings`` ``(N, D)`` float32, row ``i`` as id ``i``.
 
-    The search parameter is ``config``'s when fixed, else a provisional value until
-    :func:`tune_faiss_index` measures and chooses.
+    The search parameter is ``config``'s when fixed, else faiss' usual value (efSearch 64, nprobe
+    16); :func:`build_tuned_index` measures and chooses instead.
     """
-    faiss = import_faiss()
-    n, d = embeddings.shape
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if config.kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    elif config.kind == "hnsw":
-        index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = config.ef_construction
-        index.hnsw.efSearch = config.ef_search or 64  # until tune_faiss_index chooses
-    else:
-        nlist = config.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
-        if nlist > n:
-            raise ValueError(f"nlist={nlist} is larger than the pool ({n} examples); pass a smaller nlist")
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(x)
-        index.nprobe = min(config.nprobe or 16, nlist)  # until tune_faiss_index chooses
+    index = _empty_index(x, config)
     index.add(x)
     return index
+
+
+def _empty_index(x: np.ndarray, config: FaissIndexConfig) -> Any:
+    """The index, trained (IVF) but holding no rows yet."""
+    faiss = import_faiss()
+    n, d = x.shape
+    if config.kind == "flat":
+        return faiss.IndexFlatIP(d)
+    if config.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.ef_construction
+        index.hnsw.efSearch = config.ef_search or 64
+        return index
+    nlist = config.nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
+    if nlist > n:
+        raise ValueError(f"nlist={nlist} is larger than the pool ({n} examples); pass a smaller nlist")
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(x)
+    index.nprobe = min(config.nprobe or 16, nlist)
+    return index
+
+
+def build_tuned_index(
+    embeddings: np.ndarray, config: FaissIndexConfig
+) -> tuple[Any, np.ndarray | None, IndexRecall | None]:
+    """Build the index, measuring an approximate one's recall and choosing its search parameter.
+
+    A sample of the rows is held out: the index is built over the others, the sample searched as
+    queries against exact search over the same rows (a row the index holds would find itself and its
+    graph neighbours, and flatter the index), the parameter chosen (:func:`tune_faiss_index`), and
+    only then the sample added. The index's ids are then not the row numbers:
+
+    Returns:
+        ``(index, ids, recall)``: ``ids[j]`` is the row number of faiss id ``j`` (``None``: the
+        same), and the measurement (``None`` for a flat index or a pool too small to sample).
+    """
+    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    index = _empty_index(x, config)
+    n = x.shape[0]
+    size = min(config.recall_sample, n // 5)
+    if config.search_parameter is None or size < 1 or n - size < 2:
+        index.add(x)
+        return index, None, None
+    held = np.sort(np.random.default_rng(config.seed).choice(n, size=size, replace=False))
+    rest = np.setdiff1d(np.arange(n), held)
+    index.add(x[rest])
+    report = tune_faiss_index(index, x[held], x[rest], config)
+    index.add(x[held])
+    return index, np.concatenate([rest, held]), report
 
 
 def set_search_parameter(index: Any, kind: str, value: int) -> int:
@@ -358,44 +396,28 @@ def _ladder(kind: str, index: Any, n: int, k: int) -> list[int]:
     return sorted({v for v in steps if v < nlist} | {nlist})  # nlist cells: exhaustive, exact
 
 
-def _sample_rows(n: int, config: FaissIndexConfig) -> np.ndarray:
-    size = min(config.recall_sample, n)
-    return np.sort(np.random.default_rng(config.seed).choice(n, size=size, replace=False))
-
-
-def measure_recall(
-    index: Any, embeddings: np.ndarray, k: int, sample: np.ndarray, kth: np.ndarray | None = None
-) -> float:
-    """Recall@k of ``index`` against exact search, with pool rows as queries (each leaves itself out).
+def measure_recall(index: Any, queries: np.ndarray, kth: np.ndarray) -> float:
+    """Recall@k of ``index`` against exact search over the same rows.
 
     Args:
-        index: a faiss index over ``embeddings``.
-        embeddings: ``(N, D)`` the indexed rows.
-        k: neighbours per query.
-        sample: the row numbers searched for.
-        kth: ``(len(sample),)`` each row's exact k-th best score (computed when ``None``).
+        index: a faiss index.
+        queries: ``(S, D)`` rows the index does not hold.
+        kth: ``(S, k)`` each query's exact top-k scores over the index's rows, best first.
 
     Returns:
-        The fraction of the exact top-k the index finds; a returned neighbour whose score ties the
-        exact k-th best (to 1e-5) counts as found, so duplicate rows do not lower the recall.
+        The fraction of the exact top-k the index finds; a neighbour whose score ties the exact
+        k-th best (to 1e-5) counts as found, so duplicate rows do not lower the recall.
     """
-    x = np.ascontiguousarray(embeddings[sample], dtype=np.float32)
-    if kth is None:
-        kth = _exact_kth(embeddings, sample, k)
-    scores, idx = index.search(x, k + 1)  # (S, k + 1): self is usually among them
-    ok = (idx >= 0) & (idx != sample[:, None])
-    ok &= np.cumsum(ok, axis=1) <= k  # the first k that are not the row itself
-    found = ok & (scores >= kth[:, None] - 1e-5)
-    return float(found.sum() / (len(sample) * k))
+    k = kth.shape[1]
+    kth = kth[:, -1]
+    scores, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)  # (S, k)
+    found = (idx >= 0) & (scores >= kth[:, None] - 1e-5)
+    return float(found.sum() / (len(queries) * k))
 
 
-def _exact_kth(embeddings: np.ndarray, sample: np.ndarray, k: int) -> np.ndarray:
-    emb = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
-    scores, _ = exact_search(emb[torch.from_numpy(sample)], emb, k, exclude=[[int(i)] for i in sample])
-    return scores[:, -1].numpy()
-
-
-def tune_faiss_index(index: Any, embeddings: np.ndarray, config: FaissIndexConfig) -> IndexRecall | None:
+def tune_faiss_index(
+    index: Any, queries: np.ndarray, corpus: np.ndarray, config: FaissIndexConfig
+) -> IndexRecall | None:
     """Measure an approximate index's recall and, unless ``config`` fixes it, choose its search
     parameter: the smallest tried whose recall@``recall_k`` reaches the target.
 
@@ -403,42 +425,41 @@ def tune_faiss_index(index: Any, embeddings: np.ndarray, config: FaissIndexConfi
     the target; the index then keeps the best value tried.
 
     Args:
-        index: the index :func:`build_faiss_index` built over ``embeddings``.
-        embeddings: ``(N, D)`` float32, the pool's rows.
+        index: an index over ``corpus`` (and nothing else).
+        queries: ``(S, D)`` rows to search for, not in ``corpus`` (held-out pool rows).
+        corpus: ``(M, D)`` the rows the index holds.
         config: the index's configuration.
 
     Returns:
-        The measurement, also describing the chosen value; ``None`` for a flat (exact) index or a
-        pool of one row.
+        The measurement, also describing the chosen value; ``None`` for a flat (exact) index.
     """
     param = config.search_parameter
-    n = int(embeddings.shape[0])
-    k = min(config.recall_k, n - 1)
-    if param is None or k < 1:
+    k = min(config.recall_k, corpus.shape[0])
+    if param is None:
         return None
-    sample = _sample_rows(n, config)
-    kth = _exact_kth(embeddings, sample, k)
+    exact, _ = exact_search(torch.from_numpy(queries), torch.from_numpy(corpus), k)
+    kth = exact.numpy()  # (S, k)
 
     fixed = getattr(config, param)
     if fixed is not None:
         value = set_search_parameter(index, config.kind, fixed)
-        recall = measure_recall(index, embeddings, k, sample, kth)
-        report = IndexRecall(recall, k, len(sample), param, value, None, True, ((value, recall),))
+        recall = measure_recall(index, queries, kth)
+        report = IndexRecall(recall, k, len(queries), param, value, None, True, ((value, recall),))
         logger.info("faiss %s index: %s", config.kind, report)
         return report
 
     target = DEFAULT_TARGET_RECALL if config.target_recall is None else float(config.target_recall)
     tried: list[tuple[int, float]] = []
-    for v in _ladder(config.kind, index, n, k):
+    for v in _ladder(config.kind, index, corpus.shape[0], k):
         value = set_search_parameter(index, config.kind, v)
-        tried.append((value, measure_recall(index, embeddings, k, sample, kth)))
+        tried.append((value, measure_recall(index, queries, kth)))
         if tried[-1][1] >= target:
             break
     value, recall = max(tried, key=lambda t: (t[1], -t[0]))  # the target's first hit, or the best
     if tried[-1][1] >= target:
         value, recall = tried[-1]
     set_search_parameter(index, config.kind, value)
-    report = IndexRecall(recall, k, len(sample), param, value, target, recall >= target, tuple(tried))
+    report = IndexRecall(recall, k, len(queries), param, value, target, recall >= target, tuple(tried))
     if report.reached:
         logger.info("faiss %s index: %s", config.kind, report)
     else:
@@ -454,9 +475,17 @@ def tune_faiss_index(index: Any, embeddings: np.ndarray, config: FaissIndexConfi
 
 
 def faiss_search(
-    index: Any, queries: np.ndarray, k: int, *, exclude: Sequence[Sequence[int]] | None = None
+    index: Any,
+    queries: np.ndarray,
+    k: int,
+    *,
+    exclude: Sequence[Sequence[int]] | None = None,
+    ids: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k through a faiss index, dropping excluded entries (fetches ``k + len(excluded)``).
+
+    ``ids[j]`` is the row number of faiss id ``j`` (``None``: the same); results and ``exclude``
+    are row numbers.
 
     Returns:
         ``(scores, indices)``, both ``(Q, k)``; missing neighbours (an approximate index may return
@@ -466,6 +495,8 @@ def faiss_search(
     fetch = min(k + extra, index.ntotal)
     x = np.ascontiguousarray(queries, dtype=np.float32)
     scores, idx = index.search(x, fetch)  # (Q, fetch) each
+    if ids is not None:
+        idx = np.where(idx >= 0, ids[np.maximum(idx, 0)], -1)
     if extra == 0:
         scores = np.where(idx >= 0, scores, -np.inf).astype(np.float32)
         return torch.from_numpy(scores[:, :k].copy()), torch.from_numpy(idx[:, :k].astype(np.int64))
