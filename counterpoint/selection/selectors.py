@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from counterpoint.errors import OptionError
 from counterpoint.selection import registry
 from counterpoint.selection.pool import DemoPool, join_text
 from counterpoint.selection.ranking import Ranking, SelectionRequest, take
 from counterpoint.selection.spec import check_positive_int
 
-__all__ = ["METHODS", "ORDERS", "default_render", "select"]
+__all__ = ["check_arguments", "METHODS", "ORDERS", "default_render", "select"]
 
 METHODS: tuple[str, ...] = tuple(registry.METHODS)  # the names; the specs are registry.METHODS
 ORDERS = ("most_similar_last", "most_similar_first", "random")
@@ -177,6 +178,33 @@ def _default_render(pool: DemoPool, query_keys: tuple[str, ...]) -> Callable[[li
 # ------------------------------------------------------------------------------------------ validation
 
 
+def check_arguments(
+    method: str, k: int, pool_size: int | None = None, **method_kwargs: Any
+) -> dict[str, Any]:
+    """The checks of a selection that need neither the pool's embeddings nor the queries: the method, ``k``
+    (against the pool's size when known) and the method's own keyword arguments.
+
+    A command line calls it before any embedder loads. Returns the keyword arguments with defaults filled in.
+
+    Raises:
+        ValueError: naming the bad argument (an :class:`~counterpoint.errors.OptionError` for values).
+    """
+    spec = registry.get_method(method)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    if pool_size is not None and k > pool_size:
+        raise OptionError("k", k, f"is larger than the pool ({pool_size} examples); lower k or add examples")
+    allowed = {**_COMMON_KWARGS, **spec.defaults}
+    unknown = sorted(set(method_kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"method={method!r} takes no argument(s) {unknown}; valid: {sorted(allowed)}")
+    opts = {**allowed, **method_kwargs}
+    check_positive_int(opts, "batch_size")
+    if spec.check is not None:
+        spec.check(opts, k)
+    return opts
+
+
 def _validate(
     pool, queries, k, method, query_key, balance_labels, max_tokens, tokenizer, order, seed, kwargs
 ) -> SelectionRequest:
@@ -184,11 +212,7 @@ def _validate(
         raise TypeError(f"pool must be a DemoPool, got {type(pool).__name__}")
     if len(pool) == 0:
         raise ValueError("the pool is empty; add examples before selecting")
-    spec = registry.get_method(method)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
-    if k > len(pool):
-        raise ValueError(f"k={k} is larger than the pool ({len(pool)} examples); lower k or add examples")
+    opts = check_arguments(method, k, len(pool), **kwargs)
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
     if max_tokens is not None:
@@ -196,14 +220,6 @@ def _validate(
             raise ValueError(f"max_tokens must be a positive int or None, got {max_tokens!r}")
         if tokenizer is None:
             raise ValueError("max_tokens needs tokenizer= (the target model's tokenizer) to count tokens")
-    allowed = {**_COMMON_KWARGS, **spec.defaults}
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise ValueError(f"method={method!r} takes no argument(s) {unknown}; valid: {sorted(allowed)}")
-    opts = {**allowed, **kwargs}
-    check_positive_int(opts, "batch_size")
-    if spec.check is not None:
-        spec.check(opts, k)
 
     if isinstance(queries, (str, Mapping)) or not isinstance(queries, Sequence):
         raise ValueError(f"queries must be a list of dicts or strings, got {type(queries).__name__}")

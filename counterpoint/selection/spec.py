@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from counterpoint.errors import OptionError
+
 if TYPE_CHECKING:
     from counterpoint.selection.pool import DemoPool
     from counterpoint.selection.ranking import Ranking, SelectionRequest
@@ -90,4 +92,4 @@ def check_positive_int(options: Mapping[str, Any], name: str) -> None:
     """Raise ``ValueError`` unless ``options[name]`` is an int >= 1 (a bool is not)."""
     value = options[name]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+        raise OptionError(name, value, "must be a positive int")

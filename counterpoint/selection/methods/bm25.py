@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from counterpoint.errors import OptionError
 from counterpoint.selection.pool import DemoPool
 from counterpoint.selection.ranking import Ranking, SelectionRequest, top_by_score_then_index
 from counterpoint.selection.spec import MethodKwarg, MethodSpec
@@ -103,7 +104,8 @@ def rank(pool: DemoPool, req: SelectionRequest) -> list[Ranking]:
 
 def check(options: Mapping[str, Any], k: int) -> None:
     if float(options["k1"]) < 0 or not 0.0 <= float(options["b"]) <= 1.0:
-        raise ValueError(f"bm25 needs k1 >= 0 and 0 <= b <= 1, got k1={options['k1']!r}, b={options['b']!r}")
+        bad = "k1" if float(options["k1"]) < 0 else "b"
+        raise OptionError(bad, options[bad], "must be >= 0" if bad == "k1" else "must be in [0, 1]")
 
 
 SPEC = MethodSpec(

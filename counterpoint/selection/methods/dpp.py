@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from counterpoint.errors import OptionError
 from counterpoint.selection.pool import DemoPool
 from counterpoint.selection.ranking import Candidates, Ranking, SelectionRequest, apply_label_cap
 from counterpoint.selection.spec import MethodKwarg, MethodSpec, check_positive_int
@@ -107,9 +108,9 @@ def rank(pool: DemoPool, req: SelectionRequest) -> list[Ranking]:
 def check(options: Mapping[str, Any], k: int) -> None:
     check_positive_int(options, "candidates")
     if options["candidates"] < k:
-        raise ValueError(f"candidates={options['candidates']} must be at least k={k}")
+        raise OptionError("candidates", options["candidates"], f"must be at least k={k}")
     if not float(options["scale"]) > 0:
-        raise ValueError(f"scale must be positive, got {options['scale']!r}")
+        raise OptionError("scale", options["scale"], "must be positive")
 
 
 SPEC = MethodSpec(

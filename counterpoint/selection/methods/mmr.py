@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from counterpoint.errors import OptionError
 from counterpoint.selection.pool import DemoPool
 from counterpoint.selection.ranking import Candidates, Ranking, SelectionRequest, apply_label_cap
 from counterpoint.selection.spec import MethodKwarg, MethodSpec, check_positive_int
@@ -76,9 +77,9 @@ def rank(pool: DemoPool, req: SelectionRequest) -> list[Ranking]:
 def check(options: Mapping[str, Any], k: int) -> None:
     check_positive_int(options, "fetch_k")
     if options["fetch_k"] < k:
-        raise ValueError(f"fetch_k={options['fetch_k']} must be at least k={k}")
+        raise OptionError("fetch_k", options["fetch_k"], f"must be at least k={k}")
     if not 0.0 <= float(options["lambda_mult"]) <= 1.0:
-        raise ValueError(f"lambda_mult must be in [0, 1], got {options['lambda_mult']!r}")
+        raise OptionError("lambda_mult", options["lambda_mult"], "must be in [0, 1]")
 
 
 SPEC = MethodSpec(

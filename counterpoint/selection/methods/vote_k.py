@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from counterpoint.errors import OptionError
 from counterpoint.selection.pool import DemoPool
 from counterpoint.selection.ranking import Ranking, SelectionRequest, take
 from counterpoint.selection.spec import MethodKwarg, MethodSpec, check_positive_int
@@ -92,7 +93,7 @@ def rank(pool: DemoPool, req: SelectionRequest) -> list[Ranking]:
 def check(options: Mapping[str, Any], k: int) -> None:
     check_positive_int(options, "graph_k")
     if not float(options["rho"]) > 1:
-        raise ValueError(f"rho must be greater than 1, got {options['rho']!r}")
+        raise OptionError("rho", options["rho"], "must be greater than 1")
 
 
 SPEC = MethodSpec(
