@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from counterpoint.decoding.processors import check_vocabularies
+from counterpoint.decoding.engine import check_vocabularies
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "get_pair.sh"
 EXPERT, AMATEUR = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
