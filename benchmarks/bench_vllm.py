@@ -131,7 +131,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from vllm import SamplingParams
 
-    from counterpoint.decoding.vllm_backend import build_llm, contrast_extra_args
+    from counterpoint.decoding.vllm import build_llm, contrast_extra_args
     from counterpoint.models import resolve_language_model_path
 
     expert_dir = resolve_language_model_path(None)

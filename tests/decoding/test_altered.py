@@ -1,8 +1,8 @@
 import pytest
 
-from counterpoint.decoding.altered import (
+from counterpoint.batching import left_pad
+from counterpoint.decoding.input_contrast import (
     OPPOSITE_INSTRUCTION,
-    left_pad,
     noisy_instruction,
     perturb_token_ids,
     without_spans,
