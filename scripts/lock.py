@@ -127,8 +127,9 @@ def cmd_check(args) -> int:
     print(
         f"setup: {where} differs from {lock}:\n  "
         + "\n  ".join(problems)
-        + "\nThe lock no longer matches pyproject.toml or the setup scripts: refresh it with "
-        "`python3 scripts/lock.py` and commit locks/.",
+        + "\nEither the lock no longer matches pyproject.toml or the setup scripts (refresh it: "
+        "`python3 scripts/lock.py`, and commit locks/), or this environment holds packages an older "
+        f"lock installed (delete {where} and run the setup script again).",
         file=sys.stderr,
     )
     return 1
