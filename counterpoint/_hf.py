@@ -57,6 +57,7 @@ __all__ = [
     "repeat_cache_rows",
     "run_beam_loop",
     "run_sample_loop",
+    "step_mask",
     "supports_logits_to_keep",
     "take_cache",
     "upstream_drops_standard_kwargs",
@@ -148,6 +149,25 @@ def forward(
         use_cache=True,
         **kwargs,
     )
+
+
+def step_mask(model: torch.nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """The attention mask for a ONE-token forward over a cache, given the 2-D mask ``(R, L + 1)``.
+
+    transformers' mask builder reads a 2-D padding mask on the host at every forward (to tell whether it
+    may drop it): a host-device synchronisation per step. A 4-D mask is used as it is, so for the eager
+    and SDPA attention implementations this returns the additive ``(R, 1, 1, L + 1)`` mask the builder
+    would make (0 where attended, the dtype's minimum where not; a single query row needs no causal part).
+    Other implementations (flash attention reads the 2-D mask) get ``mask`` back.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa"):
+        return mask
+    dtype = model.dtype
+    additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        mask == 0, torch.finfo(dtype).min
+    )
+    return additive[:, None, None, :]
 
 
 def supports_logits_to_keep(model: torch.nn.Module) -> bool:

@@ -16,8 +16,13 @@ file beside this one.
   :class:`AlteredPrompt` (another prompt per row). :class:`CachedAmateurContrast` composes any model with
   any view: a second model on the full prompt is contrastive decoding, the expert on an altered prompt is
   input contrast, a second model on an altered prompt needs nothing new.
+* :class:`SharedForward` / :class:`SharedForwardContrast`: when the amateur is the expert itself on
+  another prompt (input contrast), the real and the altered rows run as ONE forward of twice the rows over
+  one cache, inside transformers' own loop (hooks on the model's forward).
 * :func:`run_contrast`: puts the processor first (so it sees raw expert logits, before any warper) and
-  runs transformers' greedy/sampling or beam loop.
+  runs transformers' greedy/sampling or beam loop. It tells the processor how rows move (never under
+  greedy and sampling; under beam search, by the loop's own reorder of the expert's cache), so no step
+  reads a tensor back to the host beyond what the loop itself does.
 """
 
 from __future__ import annotations
@@ -312,7 +317,8 @@ class AmateurCache:
             ``(R, V)`` logits after each row's last token, on the model's device.
         """
         device = model_device(self.model)
-        ids = ids.to(device)
+        # Host to device without waiting (a host source is staged at once); other moves as usual.
+        ids = ids.to(device, non_blocking=ids.device.type == "cpu" and device.type != "cpu")
         start = (
             torch.zeros(ids.shape[0], 1, dtype=torch.long, device=device)
             if self.lengths is None
@@ -335,8 +341,11 @@ class AmateurCache:
             self.mask = torch.cat([old, new_mask], dim=-1)
         elif self.mask is not None:
             self.mask = torch.cat([self.mask, self.mask.new_ones(ids.shape[0], ids.shape[1])], dim=-1)
+        attention = self.mask
+        if attention is not None and ids.shape[1] == 1 and self.cache is not None:
+            attention = _hf.step_mask(self.model, attention)  # no host read of the mask in the step
         out = _hf.forward(
-            self.model, ids, attention_mask=self.mask, position_ids=positions, cache=self.cache, **self._keep
+            self.model, ids, attention_mask=attention, position_ids=positions, cache=self.cache, **self._keep
         )
         self.cache = _hf.output_cache(out)
         self.lengths = start + added
@@ -582,6 +591,7 @@ class SharedForward:
         self.next_alt: torch.Tensor | None = None  # (N, 1) next position of each altered row
         self.logits: torch.Tensor | None = None  # (N, V) altered rows' next-token logits, latest forward
         self._ours = False  # the forward now running is the loop's (doubled)
+        self._padded = True  # some row of either half has padding (read once, at the prefill)
         self._call_shift = 0  # columns to drop from this call's per-token outputs (the prefill's padding)
         self._undo: list[Callable[[], None]] = []
 
@@ -654,7 +664,8 @@ class SharedForward:
         ids = kwargs["input_ids"]  # (N, t)
         n, t = ids.shape
         positions = kwargs["position_ids"].expand(n, t)  # (N, t); (1, t) when generate built no mask
-        if self.rows is None:  # the prefill: real prompts and altered prompts, padded to one width
+        prefill = self.rows is None
+        if prefill:  # the prefill: real prompts and altered prompts, padded to one width
             real_mask = kwargs.get("attention_mask")
             real_mask = torch.ones_like(ids) if real_mask is None else real_mask.long()
             alt_ids, alt_mask = self.view.prompt(ids)  # (N, T')
@@ -678,7 +689,14 @@ class SharedForward:
             self.next_alt = self.next_alt + t
             new_positions = torch.cat([positions, alt_positions])
             self._call_shift = 0
-        kwargs.update(input_ids=new_ids, attention_mask=self.mask, position_ids=new_positions)
+        if prefill:  # one host read per generation: does any row have padding at all?
+            self._padded = not bool(self.mask.all())
+        # A one-token step gets a 4-D mask (transformers would read a 2-D one on the host every step), or
+        # none when no row has padding (as generate() drops an all-ones mask).
+        mask = self.mask
+        if not prefill and t == 1:
+            mask = _hf.step_mask(self.model, self.mask) if self._padded else None
+        kwargs.update(input_ids=new_ids, attention_mask=mask, position_ids=new_positions)
         self._ours = True
         return args, kwargs
 

@@ -68,6 +68,10 @@ AmateurVariant = Literal["no-demos", "no-context", "noisy-instruction"]
 class InputContrast(CachedAmateurContrast):
     """The amateur is the expert itself on an altered prompt, one per row, with its own KV cache.
 
+    This is the processor to hand ``generate(logits_processor=[...])``: it runs the altered rows in a
+    forward of their own. The :func:`input_contrast` strategy runs them inside the expert's forward instead
+    (:class:`~counterpoint.decoding.engine.SharedForward`: one model call per step, same tokens).
+
     The altered prompt (a noisy or opposite instruction, a perturbed input, the prompt without its context
     or without its demonstrations) is followed by the same generated tokens as the real row: the amateur
     scores ``p(y_t | x', y_<t)``.

@@ -168,6 +168,41 @@ def test_unpadded_batch_of_one_without_attention_mask(expert):
     assert got.tolist() == want.tolist()
 
 
+def test_no_padding_anywhere(expert):
+    """Real and altered prompts of one length, unpadded: the steps run without any mask."""
+    config = CONFIGS["difference"]
+    real, altered = [[5, 17, 33, 8], [70, 3, 44, 91]], [[9, 30, 31, 32], [2, 44, 12, 13]]
+    batch, alt = batches(real, altered)
+    want = ref.naive_greedy(
+        expert,
+        ref.input_amateur(expert, alt["input_ids"], alt["attention_mask"], 4),
+        batch["input_ids"],
+        batch["attention_mask"],
+        config,
+        NEW,
+    )
+    got = expert.generate(**batch, max_new_tokens=NEW, do_sample=False, **kwargs_for(alt, config, True))
+    assert got.tolist() == want.tolist()
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_attention_implementations(attention):
+    expert = tiny_llama(seed=0, n_layer=3)
+    expert.config._attn_implementation = attention
+    config = CONFIGS["difference"]
+    batch, alt = batches(*prompts(3, seed=2, altered_longer=None))
+    want = ref.naive_greedy(
+        expert,
+        ref.input_amateur(expert, alt["input_ids"], alt["attention_mask"], batch["input_ids"].shape[1]),
+        batch["input_ids"],
+        batch["attention_mask"],
+        config,
+        NEW,
+    )
+    got = expert.generate(**batch, max_new_tokens=NEW, do_sample=False, **kwargs_for(alt, config, True))
+    assert got.tolist() == want.tolist()
+
+
 def test_dict_output_is_what_the_two_forward_path_returns(expert):
     """Scores, raw logits, hidden states and the returned cache: N rows, the real rows' own columns."""
     config = CONFIGS["difference"]
