@@ -101,7 +101,7 @@ class ContrastLogitsProcessor(LogitsProcessor):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _follow(self, input_ids: torch.Tensor) -> tuple[bool, torch.Tensor | None]:
+    def _follow(self, input_ids: torch.Tensor, contents: bool = True) -> tuple[bool, torch.Tensor | None]:
         """Relate ``input_ids`` to the previous call.
 
         How rows are followed depends on who runs the loop (:attr:`rows_move`):
@@ -114,6 +114,13 @@ class ContrastLogitsProcessor(LogitsProcessor):
           row's ``input_ids[:, :-1]`` is matched against the previous call's rows of the same group. This
           reads one flag on the host per step (two on steps where rows moved): the only host-device
           synchronisation the processor itself adds.
+
+        Args:
+            input_ids: ``(N, L)`` this call's sequences.
+            contents: compare the tokens too (to find beam search's reordering, and reuse without
+                ``reset()`` where the shapes happen to fit). False checks the shapes only, which reads no
+                tensor value (no host-device synchronisation); then ``beam_idx`` is always None, for
+                subclasses that hold nothing per row.
 
         Returns:
             ``(first, beam_idx)``: ``first`` is True on the first call of a generation; ``beam_idx`` is
@@ -134,7 +141,7 @@ class ContrastLogitsProcessor(LogitsProcessor):
             raise RuntimeError(
                 f"{hint} (previous input_ids {tuple(prev.shape)}, now {tuple(input_ids.shape)})"
             )
-        if self.rows_move == "never":
+        if not contents or self.rows_move == "never":
             return False, None
         if self.rows_move == "told":
             rows, self._told = self._told, None
