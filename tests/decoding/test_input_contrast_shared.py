@@ -358,3 +358,42 @@ def test_pad_of_finished_rows_follows_the_real_rows(expert):
 
 def test_engine_exports_the_shared_forward():
     assert {"SharedForward", "SharedForwardContrast"} <= set(engine_module.__all__)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [1, 8])
+def test_smollm2_shared_forward_is_token_identical_to_two_forwards(smollm2, size):
+    """The real model in fp32: the 2N-row forward gives the same tokens as the altered rows' own forward."""
+    from counterpoint.decoding import INSTRUCTIVE_DECODING, OPPOSITE_INSTRUCTION
+
+    model, tok = smollm2
+    questions = ["What is the capital of France?", "Name a colour.", "Why is the sky blue?", "Count to five."]
+    questions = (questions * 2)[:size]
+
+    def chats(system=None):
+        texts = [
+            tok.apply_chat_template(
+                ([{"role": "system", "content": system}] if system else [])
+                + [{"role": "user", "content": q}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            for q in questions
+        ]
+        return tok(texts, return_tensors="pt", padding=True)
+
+    real, noisy = chats(), chats(OPPOSITE_INSTRUCTION)
+    gen = {"do_sample": False, "max_new_tokens": 16, "min_new_tokens": 16, "pad_token_id": tok.pad_token_id}
+    outs = [
+        model.generate(
+            **real,
+            **gen,
+            custom_generate=input_contrast,
+            amateur_input_ids=noisy["input_ids"],
+            amateur_attention_mask=noisy["attention_mask"],
+            contrast=INSTRUCTIVE_DECODING,
+            shared_forward=shared,
+        )  # fmt: skip
+        for shared in (True, False)
+    ]
+    assert outs[0].tolist() == outs[1].tolist()
