@@ -231,6 +231,27 @@ def test_dict_output_is_what_the_two_forward_path_returns(expert):
         torch.testing.assert_close(la.values, lb.values, rtol=1e-5, atol=1e-5)
 
 
+def test_attentions_are_the_real_rows_own(expert):
+    """output_attentions (eager attention): N rows, the real rows' own query and key columns."""
+    eager = tiny_llama(seed=0, n_layer=3)
+    eager.config._attn_implementation = "eager"
+    config = CONFIGS["difference"]
+    batch, alt = batches(*prompts(3, seed=5, altered_longer=None))
+    gen = {
+        "max_new_tokens": 4,
+        "do_sample": False,
+        "return_dict_in_generate": True,
+        "output_attentions": True,
+    }
+    shared = eager.generate(**batch, **gen, **kwargs_for(alt, config, True))
+    two = eager.generate(**batch, **gen, **kwargs_for(alt, config, False))
+    assert shared.sequences.tolist() == two.sequences.tolist()
+    for step_a, step_b in zip(shared.attentions, two.attentions, strict=True):
+        for a, b in zip(step_a, step_b, strict=True):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 class _Recorder(BaseStreamer):
     def __init__(self):
         self.chunks = []
