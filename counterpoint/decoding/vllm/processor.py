@@ -78,10 +78,15 @@ class ContrastiveLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):
     def _contrast(
         self, logits: torch.Tensor, rows: list[int], keys: list[int], amateur: torch.Tensor
     ) -> torch.Tensor:
-        """Contrast scores for ``logits[rows]``, one amateur row per key, ``(len(rows), V_a)``.
+        """``logits`` with rows ``rows`` replaced by their contrast scores against ``amateur``.
+
+        Args:
+            logits: ``(B, V)`` the expert's logits of the whole batch.
+            rows: the batch rows that contrast; ``keys[i]`` is row ``rows[i]``'s request.
+            amateur: ``(len(rows), V_a)`` the amateur's logits, one row per key.
 
         Index tensors go to the device without waiting for it; when every row contrasts under one config
-        (the usual case) nothing is indexed and a new tensor is returned.
+        (the usual case) nothing is indexed and a new tensor is returned, else ``logits`` is written in place.
         """
         by_config: dict[ContrastConfig, list[int]] = {}
         for i, key in enumerate(keys):
