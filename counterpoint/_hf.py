@@ -37,13 +37,16 @@ __all__ = [
     "CACHE_ARG",
     "ROW_SHIFT_SAFE_PROCESSORS",
     "cache_from_rows",
+    "cache_in",
     "cache_length",
     "cache_rows",
     "crop_cache",
     "decoder_parts",
     "forward",
     "generate_output",
+    "intercept_reorder",
     "is_plain_cache",
+    "keep_cache_block",
     "keep_candidate",
     "lm_head_logits",
     "mark_strategy",
@@ -54,6 +57,7 @@ __all__ = [
     "repeat_cache_rows",
     "run_beam_loop",
     "run_sample_loop",
+    "step_mask",
     "supports_logits_to_keep",
     "take_cache",
     "upstream_drops_standard_kwargs",
@@ -100,6 +104,15 @@ def take_cache(model_kwargs: dict[str, Any]) -> Any:
     return found
 
 
+def cache_in(kwargs: dict[str, Any]) -> Any:
+    """The KV cache in generate's ``model_kwargs`` or a forward's keyword arguments (None when absent)."""
+    for name in _CACHE_NAMES:
+        value = kwargs.get(name)
+        if value is not None:
+            return value
+    return None
+
+
 def output_cache(output: Any) -> Any:
     """The KV cache a model forward returned."""
     value = getattr(output, "cache", None) if CACHE_ARG == "cache" else None
@@ -136,6 +149,25 @@ def forward(
         use_cache=True,
         **kwargs,
     )
+
+
+def step_mask(model: torch.nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """The attention mask for a ONE-token forward over a cache, given the 2-D mask ``(R, L + 1)``.
+
+    transformers' mask builder reads a 2-D padding mask on the host at every forward (to tell whether it
+    may drop it): a host-device synchronisation per step. A 4-D mask is used as it is, so for the eager
+    and SDPA attention implementations this returns the additive ``(R, 1, 1, L + 1)`` mask the builder
+    would make (0 where attended, the dtype's minimum where not; a single query row needs no causal part).
+    Other implementations (flash attention reads the 2-D mask) get ``mask`` back.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa"):
+        return mask
+    dtype = model.dtype
+    additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        mask == 0, torch.finfo(dtype).min
+    )
+    return additive[:, None, None, :]
 
 
 def supports_logits_to_keep(model: torch.nn.Module) -> bool:
@@ -184,6 +216,35 @@ def crop_cache(cache: Any, length: int) -> None:
 def reorder_cache(cache: Any, rows: torch.Tensor) -> None:
     """Row ``i`` becomes old row ``rows[i]`` (beam search's reordering), in place."""
     cache.reorder_cache(rows)
+
+
+def intercept_reorder(cache: Any, rows_for: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
+    """Route beam search's reordering of ``cache`` through ``rows_for``, until the returned undo is called.
+
+    transformers' beam loop reorders the expert's cache after every step with the rows it chose; with this,
+    ``cache`` is reordered by ``rows_for(beam_idx)`` instead (which may also note ``beam_idx``, or extend it
+    to rows the loop does not know of). Only this cache object is affected.
+    """
+    original = cache.reorder_cache
+
+    def reorder(beam_idx: torch.Tensor) -> Any:
+        return original(rows_for(beam_idx))
+
+    cache.reorder_cache = reorder
+
+    def undo() -> None:
+        if cache.__dict__.get("reorder_cache") is reorder:
+            del cache.reorder_cache
+
+    return undo
+
+
+def keep_cache_block(cache: Any, rows: int, start: int) -> None:
+    """Keep rows ``[0, rows)`` and columns ``[start, ...)`` of a plain cache, in place (views, no copy)."""
+    for layer in cache.layers:
+        if getattr(layer, "keys", None) is not None and layer.keys.dim() == 4:
+            layer.keys = layer.keys[:rows, :, start:]
+            layer.values = layer.values[:rows, :, start:]
 
 
 def repeat_cache_rows(cache: Any, times: int) -> None:

@@ -16,15 +16,20 @@ file beside this one.
   :class:`AlteredPrompt` (another prompt per row). :class:`CachedAmateurContrast` composes any model with
   any view: a second model on the full prompt is contrastive decoding, the expert on an altered prompt is
   input contrast, a second model on an altered prompt needs nothing new.
+* :class:`SharedForward` / :class:`SharedForwardContrast`: when the amateur is the expert itself on
+  another prompt (input contrast), the real and the altered rows run as ONE forward of twice the rows over
+  one cache, inside transformers' own loop (hooks on the model's forward).
 * :func:`run_contrast`: puts the processor first (so it sees raw expert logits, before any warper) and
-  runs transformers' greedy/sampling or beam loop.
+  runs transformers' greedy/sampling or beam loop. It tells the processor how rows move (never under
+  greedy and sampling; under beam search, by the loop's own reorder of the expert's cache), so no step
+  reads a tensor back to the host beyond what the loop itself does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
@@ -40,6 +45,8 @@ __all__ = [
     "ContrastLogitsProcessor",
     "FullPrompt",
     "LastToken",
+    "SharedForward",
+    "SharedForwardContrast",
     "check_vocabularies",
     "lm_rows",
     "run_contrast",
@@ -67,6 +74,9 @@ class ContrastLogitsProcessor(LogitsProcessor):
         # Rows per prompt (beams / returned sequences). None: reordering may come from any row.
         self.group_size: int | None = None
         self._prev_ids: torch.Tensor | None = None  # (N, L) input_ids of the previous call
+        # How rows move between calls (see _follow); run_contrast sets it for the loop it runs.
+        self.rows_move: Literal["detect", "never", "told"] = "detect"
+        self._told: torch.Tensor | None = None  # (N,) rows the beam loop chose since the last call
         # Columns the expert has and the amateur lacks are allowed only up to this size (confirmed by a
         # tokenizer when one lm_head is padded past it); None means widths must agree.
         self._real_vocab: int | None = None
@@ -75,6 +85,7 @@ class ContrastLogitsProcessor(LogitsProcessor):
     def reset(self) -> None:
         """Forget everything held from the previous generation (amateur cache, followed sequences)."""
         self._prev_ids = None
+        self._told = None
         self._reset_state()
 
     def _reset_state(self) -> None:  # subclasses drop their caches here
@@ -90,8 +101,26 @@ class ContrastLogitsProcessor(LogitsProcessor):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _follow(self, input_ids: torch.Tensor) -> tuple[bool, torch.Tensor | None]:
+    def _follow(self, input_ids: torch.Tensor, contents: bool = True) -> tuple[bool, torch.Tensor | None]:
         """Relate ``input_ids`` to the previous call.
+
+        How rows are followed depends on who runs the loop (:attr:`rows_move`):
+
+        * ``"never"`` (set by :func:`run_contrast` around greedy and sampling): rows keep their order; only
+          the shape is checked, so no step reads a tensor's value on the host;
+        * ``"told"`` (set by :func:`run_contrast` around beam search): the beam loop's own row choice,
+          caught where it reorders the expert's cache (:meth:`_told_rows`), is used as is;
+        * ``"detect"`` (a processor handed to ``generate()`` directly, which cannot see the loop): each new
+          row's ``input_ids[:, :-1]`` is matched against the previous call's rows of the same group. This
+          reads one flag on the host per step (two on steps where rows moved): the only host-device
+          synchronisation the processor itself adds.
+
+        Args:
+            input_ids: ``(N, L)`` this call's sequences.
+            contents: compare the tokens too (to find beam search's reordering, and reuse without
+                ``reset()`` where the shapes happen to fit). False checks the shapes only, which reads no
+                tensor value (no host-device synchronisation); then ``beam_idx`` is always None, for
+                subclasses that hold nothing per row.
 
         Returns:
             ``(first, beam_idx)``: ``first`` is True on the first call of a generation; ``beam_idx`` is
@@ -112,9 +141,14 @@ class ContrastLogitsProcessor(LogitsProcessor):
             raise RuntimeError(
                 f"{hint} (previous input_ids {tuple(prev.shape)}, now {tuple(input_ids.shape)})"
             )
+        if not contents or self.rows_move == "never":
+            return False, None
+        if self.rows_move == "told":
+            rows, self._told = self._told, None
+            return False, rows
         prefix = input_ids[:, :-1].to(prev.device)
         same = (prefix == prev).all(dim=-1)  # (N,)
-        if bool(same.all()):
+        if bool(same.all()):  # the one host read per step of "detect"
             return False, None  # greedy/sampling: rows never move
         n = prev.shape[0]
         matches = (prefix[:, None, :] == prev[None, :, :]).all(dim=-1)  # (N, N): new row i continues old j
@@ -127,6 +161,30 @@ class ContrastLogitsProcessor(LogitsProcessor):
         # identical amateur states, so which one does not matter).
         beam_idx = torch.where(same, rows, matches.int().argmax(dim=-1))
         return False, beam_idx
+
+    def _told_rows(self, beam_idx: torch.Tensor) -> torch.Tensor:
+        """The beam loop reordered the expert's cache by ``beam_idx``: note it for the next call."""
+        told = self._told
+        # Two reorders between calls compose: new row i continues row told[beam_idx[i]].
+        self._told = beam_idx if told is None else told[beam_idx.to(told.device)]
+        return beam_idx
+
+    def _enter_loop(
+        self, model: PreTrainedModel, model_kwargs: dict[str, Any], beams: bool
+    ) -> Callable[[], None] | None:
+        """Called by :func:`run_contrast` just before transformers' loop starts; returns an undo (or None).
+
+        Tells the processor how rows move (:meth:`_follow`): never under greedy and sampling; under beam
+        search, as the loop reorders the expert's cache, when there is one to watch.
+        """
+        if not beams:
+            self.rows_move = "never"
+            return None
+        cache = _hf.cache_in(model_kwargs)
+        if cache is None or hasattr(model, "_reorder_cache"):  # no cache to watch, or a model's own reorder
+            return None
+        self.rows_move = "told"
+        return _hf.intercept_reorder(cache, self._told_rows)
 
     # -- the processor contract ----------------------------------------------------------------------
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -141,7 +199,8 @@ class ContrastLogitsProcessor(LogitsProcessor):
         """
         first, beam_idx = self._follow(input_ids)
         amateur = self._amateur_logits(input_ids, scores, first, beam_idx)  # (N, V')
-        self._prev_ids = input_ids.detach().clone()
+        # "detect" compares the next call's rows with these; the other modes only need the shape.
+        self._prev_ids = input_ids.detach().clone() if self.rows_move == "detect" else input_ids
         vocab = scores.shape[-1]
         width = amateur.shape[-1]
         if width < vocab:
@@ -265,7 +324,8 @@ class AmateurCache:
             ``(R, V)`` logits after each row's last token, on the model's device.
         """
         device = model_device(self.model)
-        ids = ids.to(device)
+        # Host to device without waiting (a host source is staged at once); other moves as usual.
+        ids = ids.to(device, non_blocking=ids.device.type == "cpu" and device.type != "cpu")
         start = (
             torch.zeros(ids.shape[0], 1, dtype=torch.long, device=device)
             if self.lengths is None
@@ -288,8 +348,11 @@ class AmateurCache:
             self.mask = torch.cat([old, new_mask], dim=-1)
         elif self.mask is not None:
             self.mask = torch.cat([self.mask, self.mask.new_ones(ids.shape[0], ids.shape[1])], dim=-1)
+        attention = self.mask
+        if attention is not None and ids.shape[1] == 1 and self.cache is not None:
+            attention = _hf.step_mask(self.model, attention)  # no host read of the mask in the step
         out = _hf.forward(
-            self.model, ids, attention_mask=self.mask, position_ids=positions, cache=self.cache, **self._keep
+            self.model, ids, attention_mask=attention, position_ids=positions, cache=self.cache, **self._keep
         )
         self.cache = _hf.output_cache(out)
         self.lengths = start + added
@@ -486,6 +549,215 @@ class CachedAmateurContrast(ContrastLogitsProcessor):
         return self._amateur.feed(input_ids[:, -1:])
 
 
+# -- the amateur inside the expert's own forward ------------------------------------------------------------
+
+# What generate() may hand the model besides the cache: anything else in model_kwargs could be a per-row
+# tensor the doubled batch would not double, so the shared forward declines it.
+_SHARED_FORWARD_KWARGS = frozenset(
+    {
+        "attention_mask",
+        "position_ids",
+        "logits_to_keep",
+        "use_cache",
+        "output_attentions",
+        "output_hidden_states",
+    }
+)
+
+
+class SharedForward:
+    """The expert reads its real rows and the altered prompts' rows in ONE forward over ONE cache.
+
+    Input contrast's amateur is the expert itself on another prompt, so the two need not be two model calls:
+    around transformers' own loop, a forward pre-hook on the model turns each of the loop's calls into a
+    ``2N``-row call (rows ``[0, N)`` the real rows exactly as the loop sent them, rows ``[N, 2N)`` the
+    altered prompts, then the same tokens the real rows chose), and a forward hook hands the loop back the
+    real half and keeps the altered half's next-token logits for :class:`SharedForwardContrast`. The weights
+    are read once per step for both halves.
+
+    Everything the loop does stays its own and sees ``N`` rows: sampling's random draws, stopping criteria,
+    the streamer, scores, finished rows' padding. The cache is the loop's own object holding ``2N`` rows;
+    beam search's reorder of it is extended to both halves (beam search moves rows only within a prompt's
+    group, whose altered prompt, mask and positions are the same, so those need no reordering). The real
+    rows are left-padded to the wider of the two prompts (masked columns get zero attention weight, and
+    every token keeps the position the loop gave it). On leaving, the cache is cut back to the real rows
+    and their own columns, so a returned cache is what greedy would return.
+
+    Args:
+        model: the expert.
+        view: the altered prompts (:class:`AlteredPrompt`, rows expanded for beams and returned sequences).
+    """
+
+    def __init__(self, model: PreTrainedModel, view: AlteredPrompt) -> None:
+        self.model = model
+        self.view = view
+        self.cache: Any = None  # the loop's cache object: a call with it is the loop's
+        self.rows: int | None = None  # N, the loop's rows (set by the prefill)
+        self.shift = 0  # extra left-padding columns in front of the real rows (W - T)
+        self.mask: torch.Tensor | None = None  # (2N, L) attention mask of both halves
+        self.next_alt: torch.Tensor | None = None  # (N, 1) next position of each altered row
+        self.logits: torch.Tensor | None = None  # (N, V) altered rows' next-token logits, latest forward
+        self._ours = False  # the forward now running is the loop's (doubled)
+        self._padded = True  # some row of either half has padding (read once, at the prefill)
+        self._call_shift = 0  # columns to drop from this call's per-token outputs (the prefill's padding)
+        self._undo: list[Callable[[], None]] = []
+
+    @staticmethod
+    def unsupported(
+        model: PreTrainedModel, model_kwargs: dict[str, Any], generation_config: Any
+    ) -> str | None:
+        """Why the shared forward cannot run under this ``generate()`` call (None when it can)."""
+        cache = _hf.cache_in(model_kwargs)
+        if cache is None:
+            return "there is no KV cache (use_cache=False)"
+        if _hf.cache_length(cache) > 0:
+            return "generate() was handed a cache that already holds tokens"
+        if not _hf.is_plain_cache(cache):
+            return "the model's cache is not plain full attention (sliding window, recurrent, static)"
+        if model.config.is_encoder_decoder or hasattr(model, "_reorder_cache"):
+            return f"{type(model).__name__} is not a plain decoder-only model"
+        if model_kwargs.get("position_ids") is None:
+            return f"{type(model).__name__} takes no position_ids"
+        others = sorted(
+            k
+            for k, v in model_kwargs.items()
+            if v is not None and v is not cache and k not in _SHARED_FORWARD_KWARGS
+        )
+        if others:
+            return f"generate() passes {others} to the model"
+        if getattr(generation_config, "prefill_chunk_size", None) is not None:
+            return "prefill_chunk_size is set (chunked prefill)"
+        return None
+
+    def attach(self, model_kwargs: dict[str, Any]) -> Callable[[], None]:
+        """Install the hooks around the loop that will run with ``model_kwargs``; returns the undo."""
+        self.cache = _hf.cache_in(model_kwargs)
+        self._undo = [
+            self.model.register_forward_pre_hook(self._before, with_kwargs=True).remove,
+            self.model.register_forward_hook(self._after, with_kwargs=True).remove,
+            _hf.intercept_reorder(self.cache, self._both_halves),
+        ]
+        return self.detach
+
+    def detach(self) -> None:
+        """Remove the hooks; cut the cache back to the real rows and their own columns."""
+        for undo in self._undo:
+            undo()
+        self._undo = []
+        if self.rows is not None:
+            _hf.keep_cache_block(self.cache, self.rows, self.shift)
+        self.cache = self.mask = self.next_alt = self.logits = None
+        self.rows, self.shift = None, 0
+
+    def take(self) -> torch.Tensor:
+        """``(N, V)`` the altered rows' logits from the latest forward (each forward's are taken once)."""
+        logits, self.logits = self.logits, None
+        if logits is None:
+            raise RuntimeError(
+                "SharedForwardContrast found no altered rows' logits from this step's forward: it runs only "
+                "inside the input_contrast strategy, first in the processor list"
+            )
+        return logits
+
+    def _both_halves(self, beam_idx: torch.Tensor) -> torch.Tensor:
+        """Beam search's ``(N,)`` rows for the real half, applied to both: ``(2N,)``."""
+        if self.rows is None or beam_idx.shape[0] != self.rows:
+            return beam_idx
+        return torch.cat([beam_idx, beam_idx + self.rows])
+
+    def _before(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> Any:
+        if args or self.cache is None or _hf.cache_in(kwargs) is not self.cache:
+            return None  # not a call of the loop this object serves
+        ids = kwargs["input_ids"]  # (N, t)
+        n, t = ids.shape
+        positions = kwargs["position_ids"].expand(n, t)  # (N, t); (1, t) when generate built no mask
+        prefill = self.rows is None
+        if prefill:  # the prefill: real prompts and altered prompts, padded to one width
+            real_mask = kwargs.get("attention_mask")
+            real_mask = torch.ones_like(ids) if real_mask is None else real_mask.long()
+            alt_ids, alt_mask = self.view.prompt(ids)  # (N, T')
+            width = max(t, alt_ids.shape[1])
+            self.rows, self.shift = n, width - t
+
+            def pad(x: torch.Tensor) -> torch.Tensor:
+                return torch.nn.functional.pad(x, (width - x.shape[1], 0))
+
+            new_ids = torch.cat([pad(ids), pad(alt_ids)])  # (2N, W)
+            self.mask = torch.cat([pad(real_mask), pad(alt_mask)])
+            new_positions = torch.cat([pad(positions), pad(positions_from_mask(alt_mask))])
+            self.next_alt = alt_mask.sum(-1, keepdim=True)  # (N, 1)
+            self._call_shift = self.shift
+        else:  # a decoding step: the altered rows follow the tokens the real rows chose
+            if n != self.rows:
+                raise RuntimeError(f"the loop's rows changed from {self.rows} to {n} during generation")
+            new_ids = torch.cat([ids, ids])  # (2N, t)
+            self.mask = torch.cat([self.mask, self.mask.new_ones(2 * n, t)], dim=-1)
+            alt_positions = self.next_alt + torch.arange(t, device=ids.device)  # (N, t)
+            self.next_alt = self.next_alt + t
+            new_positions = torch.cat([positions, alt_positions])
+            self._call_shift = 0
+        if prefill:  # one host read per generation: does any row have padding at all?
+            self._padded = not bool(self.mask.all())
+        # A one-token step gets a 4-D mask (transformers would read a 2-D one on the host every step), or
+        # none when no row has padding (as generate() drops an all-ones mask).
+        mask = self.mask
+        if not prefill and t == 1:
+            mask = _hf.step_mask(self.model, self.mask) if self._padded else None
+        kwargs.update(input_ids=new_ids, attention_mask=mask, position_ids=new_positions)
+        self._ours = True
+        return args, kwargs
+
+    def _after(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
+        if not self._ours:
+            return None
+        self._ours = False
+        n, shift = self.rows, self._call_shift
+        logits = output.logits  # (2N, t', V)
+        self.logits = logits[n:, -1]  # (N, V)
+        output.logits = logits[:n]
+        # Per-token extras the user asked for: the real rows, without the prefill's extra padding.
+        if getattr(output, "hidden_states", None) is not None:
+            output.hidden_states = tuple(h[:n, shift:] for h in output.hidden_states)
+        if getattr(output, "attentions", None) is not None:
+            output.attentions = tuple(a[:n, :, shift:, self.shift :] for a in output.attentions)
+        return output
+
+
+class SharedForwardContrast(ContrastLogitsProcessor):
+    """Input contrast whose altered rows run inside the expert's own forward (:class:`SharedForward`).
+
+    Its amateur logits are the altered half of the forward that produced this step's expert logits, so it
+    works only inside a strategy that installs the shared forward (``input_contrast`` does, through
+    :func:`run_contrast`); as a processor handed to ``generate()`` use :class:`CachedAmateurContrast` with
+    an :class:`AlteredPrompt` view (``InputContrast``), which runs the altered rows in their own forward.
+
+    Args:
+        model: the expert.
+        view: the altered prompts.
+        contrast: how scores combine.
+    """
+
+    def __init__(
+        self, model: PreTrainedModel, view: AlteredPrompt, contrast: ContrastConfig | None = None
+    ) -> None:
+        super().__init__(contrast)
+        self.shared = SharedForward(model, view)
+
+    def _enter_loop(
+        self, model: PreTrainedModel, model_kwargs: dict[str, Any], beams: bool
+    ) -> Callable[[], None] | None:
+        if model is not self.shared.model:
+            raise ValueError("SharedForwardContrast must run in generate() of the model it was built with")
+        # Rows move only by the cache's own reorder, which the shared forward extends to both halves.
+        self.rows_move = "never"
+        return self.shared.attach(model_kwargs)
+
+    def _amateur_logits(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, first: bool, beam_idx: torch.Tensor | None
+    ) -> torch.Tensor:
+        return self.shared.take()  # (N, V)
+
+
 # -- running a contrast strategy --------------------------------------------------------------------------
 
 
@@ -509,8 +781,11 @@ def run_contrast(
     # Rows per prompt: generate expanded each prompt to num_beams / num_return_sequences adjacent rows.
     processor.group_size = max(generation_config.num_beams or 1, generation_config.num_return_sequences or 1)
     processors = LogitsProcessorList([processor, *(logits_processor or [])])
+    beams = (generation_config.num_beams or 1) > 1
+    undo = None
     try:
-        if (generation_config.num_beams or 1) > 1:
+        undo = processor._enter_loop(model, model_kwargs, beams)
+        if beams:
             return _hf.run_beam_loop(
                 model, input_ids, processors, stopping_criteria, generation_config, synced_gpus, model_kwargs
             )
@@ -525,7 +800,10 @@ def run_contrast(
             model_kwargs,
         )
     finally:
+        if undo is not None:
+            undo()
         processor.close()
+        processor.rows_move = "detect"
 
 
 def strategy(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -26,7 +26,15 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
 
 from counterpoint.batching import left_pad
-from counterpoint.decoding.engine import AlteredPrompt, CachedAmateurContrast, lm_rows, run_contrast, strategy
+from counterpoint.decoding.engine import (
+    AlteredPrompt,
+    CachedAmateurContrast,
+    SharedForward,
+    SharedForwardContrast,
+    lm_rows,
+    run_contrast,
+    strategy,
+)
 from counterpoint.decoding.scores import CONTRAST_OPTIONS, ContrastConfig
 from counterpoint.decoding.spec import Option, StrategySpec
 from counterpoint.decoding.standard import SEARCH_OPTIONS, check_sampling, search_kwargs
@@ -59,6 +67,10 @@ AmateurVariant = Literal["no-demos", "no-context", "noisy-instruction"]
 
 class InputContrast(CachedAmateurContrast):
     """The amateur is the expert itself on an altered prompt, one per row, with its own KV cache.
+
+    This is the processor to hand ``generate(logits_processor=[...])``: it runs the altered rows in a
+    forward of their own. The :func:`input_contrast` strategy runs them inside the expert's forward instead
+    (:class:`~counterpoint.decoding.engine.SharedForward`: one model call per step, same tokens).
 
     The altered prompt (a noisy or opposite instruction, a perturbed input, the prompt without its context
     or without its demonstrations) is followed by the same generated tokens as the real row: the amateur
@@ -198,21 +210,31 @@ def input_contrast(
     amateur_input_ids: torch.Tensor | None = None,
     amateur_attention_mask: torch.Tensor | None = None,
     contrast: ContrastConfig | None = None,
+    shared_forward: bool | None = None,
     **model_kwargs: Any,
 ) -> Any:
     """Contrast the expert with itself on altered prompts (noisy instruction, no context, ...).
 
     Use as ``model.generate(**batch, custom_generate=input_contrast, amateur_input_ids=alt_ids,
     amateur_attention_mask=alt_mask, contrast=ContrastConfig(...))``, one altered prompt per row of
-    ``batch``, left padded (see :mod:`counterpoint.decoding.altered` to build them). The altered rows run
-    in their own forward with their own KV cache, so the expert's loop and cache are transformers' own.
+    ``batch``, left padded (see :func:`~counterpoint.batching.left_pad` to build them). Greedy, sampling and
+    beam search are transformers' own loops.
+
+    The real and the altered rows run as ONE forward of ``2 x rows`` over one KV cache
+    (:class:`~counterpoint.decoding.engine.SharedForward`): the weights are read once per step for both.
+    Where that cannot run (no cache, a sliding-window or static cache, a model without ``position_ids``,
+    chunked prefill), the altered rows run in their own forward with their own cache; the tokens are the same.
 
     Args:
         amateur_input_ids: ``(B, T')`` altered prompts, left padded.
         amateur_attention_mask: ``(B, T')``; default all ones.
+        shared_forward: None (default): one shared forward where it can run, else two. True: require it
+            (an error says why it cannot run). False: always two forwards (the reference path).
     """
     if amateur_input_ids is None:
         raise ValueError("input_contrast needs amateur_input_ids=<(B, T') altered prompts, left padded>")
+    if shared_forward not in (None, True, False):
+        raise TypeError(f"shared_forward={shared_forward!r} must be None (automatic), True or False")
     expand = max(generation_config.num_beams or 1, generation_config.num_return_sequences or 1)
     batch = input_ids.shape[0] // expand
     if amateur_input_ids.dim() == 2 and amateur_input_ids.shape[0] != batch:
@@ -222,7 +244,17 @@ def input_contrast(
         )
     if amateur_attention_mask is not None:
         amateur_attention_mask = amateur_attention_mask.to(input_ids.device)
-    processor = InputContrast(model, amateur_input_ids.to(input_ids.device), amateur_attention_mask, contrast)
+    amateur_input_ids = amateur_input_ids.to(input_ids.device)
+    why_not = (
+        None if shared_forward is False else SharedForward.unsupported(model, model_kwargs, generation_config)
+    )
+    if shared_forward and why_not is not None:
+        raise ValueError(f"shared_forward=True cannot run here: {why_not}")
+    if shared_forward is False or why_not is not None:
+        processor = InputContrast(model, amateur_input_ids, amateur_attention_mask, contrast)
+    else:
+        view = AlteredPrompt(amateur_input_ids, amateur_attention_mask, vocab_size=lm_rows(model))
+        processor = SharedForwardContrast(model, view, contrast)
     return run_contrast(
         model, processor, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, streamer,
         model_kwargs,

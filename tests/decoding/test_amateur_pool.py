@@ -199,3 +199,94 @@ def test_sliding_window_models_decode_per_request():
     seqs = [s + [5] for s in seqs]
     check(pool, oracle, list(enumerate(seqs)))
     assert calls.take() == [(1, 1)] * 3
+
+
+# -- device tokens told by length (vLLM's Model Runner V2) ------------------------------------------------
+
+
+class Stepper:
+    """Drives ``pool.step`` from token lists: lengths and last tokens as the engine gives them, the whole
+    lists only through ``history`` (recorded, so a test can tell which rows were read back)."""
+
+    def __init__(self, pool, oracle):
+        self.pool, self.oracle, self.asked = pool, oracle, []
+
+    def __call__(self, rows):
+        keys = [k for k, _ in rows]
+        fed = torch.tensor([t[-1] for _, t in rows])
+
+        def history(idx):
+            self.asked.append([keys[i] for i in idx])
+            return [rows[i][1] for i in idx]
+
+        got = self.pool.step(keys, [len(t) for _, t in rows], fed, history)
+        want = torch.stack([full_logits(self.oracle, t) for _, t in rows])
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+    def take(self):
+        asked, self.asked = self.asked, []
+        return asked
+
+
+@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])
+def test_device_tokens_join_leave_diverge_and_move_like_a_full_recompute(make):
+    pool, calls, oracle = pool_and_oracle(make, seed=7)
+    step = Stepper(pool, oracle)
+    a, b, c = (list(p) for p in MIXED_PROMPTS)
+    d = [30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40]
+
+    def run(rows, want_calls, want_asked):
+        step(rows)
+        assert calls.take() == want_calls
+        assert step.take() == want_asked
+
+    run([("a", a), ("b", b)], [(1, 7), (1, 2)], [["a", "b"]])  # joins: read back once, both rows
+    a, b = a + [3], b + [4]
+    run([("a", a), ("b", b)], [(2, 1)], [])  # steady: the batch, fed on the device, nothing read
+    a, b = a + [5], b + [6]
+    run([("b", b), ("c", c), ("a", a)], [(2, 1), (1, 4)], [["c"]])
+    a, b, c = a + [7], b + [8], c + [9]
+    run([("a", a), ("b", b), ("c", c)], [(3, 1)], [])  # c enters the batch (the batch reads back its tokens)
+    a, b, c = a + [10], b[:3] + [50], c + [11]  # b rolled back, shorter than cached: read back
+    run([("a", a), ("b", b), ("c", c)], [(2, 1), (1, 1)], [["b"]])
+    a, b, c = a + [12], b + [13], c + [14]
+    run([("c", c), ("a", a), ("b", b)], [(3, 1)], [])
+    pool.drop("a")
+    b, c = b + [15], c + [16]
+    run([("b", b), ("c", c), ("d", d)], [(2, 1), (1, 11)], [["d"]])
+    pool.swap("b", "c")
+    b, c, d = b + [17], c + [18], d + [19]
+    run([("b", c), ("c", b), ("d", d)], [(3, 1)], [])
+    b, c, d = b + [20], c + [21, 22], d + [23]  # grown by two: read back
+    run([("b", c), ("c", b), ("d", d)], [(2, 1), (1, 2)], [["b"]])
+    d = d + [24]
+    run([("d", d)], [(1, 1)], [])  # alone, still fed on the device
+    d = d + [25]
+    run([("d", d)], [(1, 1)], [])
+    check(pool, oracle, [("c", b + [26]), ("d", d + [27])])  # token lists again: what step() fed is read back
+    assert pool._seqs["d"].tokens == d + [27] and not pool._seqs["d"].pending
+
+
+def test_device_tokens_on_an_unbatched_pool_and_a_sliding_window_model():
+    pool, calls, oracle = pool_and_oracle(tiny_llama, seed=8, batch_decode=False)
+    step = Stepper(pool, oracle)
+    seqs = [list(p) for p in MIXED_PROMPTS]
+    for n in range(4):
+        step(list(enumerate(seqs)))
+        assert step.take() == ([[0, 1, 2]] if n == 0 else [])
+        assert calls.take() == ([(1, 7), (1, 2), (1, 4)] if n == 0 else [(1, 1)] * 3)
+        seqs = [s + [n + 2] for s in seqs]
+    seqs[1] = seqs[1][:2] + [60]  # a rollback to a shorter length: read back, cropped, refed
+    step(list(enumerate(seqs)))
+    assert step.take() == [[1]]
+
+
+def test_step_rejects_bad_input():
+    pool = AmateurPool(tiny_llama())
+    fed = torch.tensor([3, 4])
+    with pytest.raises(ValueError, match=r"AmateurPool.step got a key twice in one call"):
+        pool.step(["a", "a"], [2, 2], fed, lambda idx: [])
+    with pytest.raises(ValueError, match=r"AmateurPool.step got 2 keys, 1 lengths, 2 tokens"):
+        pool.step(["a", "b"], [2], fed, lambda idx: [])
+    with pytest.raises(ValueError, match=r"request 'b' has no tokens"):
+        pool.step(["a", "b"], [2, 0], fed, lambda idx: [])

@@ -22,6 +22,13 @@ growth by several tokens and recomputation after a rollback run per request, as 
 when the model's cache has layers other than plain full attention (sliding window, recurrent).
 Padding never changes a result: padded keys get zero attention weight, and every real key keeps
 the rotary/learned position it was computed at.
+
+Host-device synchronisation: a steady decode step reads nothing back from the device. With token
+lists (:meth:`AmateurPool.logits`, vLLM's V1 runner, whose tokens are on the host anyway) the new
+tokens go to the device in one non-blocking copy. With the tokens on the device (:meth:`AmateurPool.step`,
+Model Runner V2, which keeps them there), the requests that grew by one token (told by their lengths,
+which the host knows) are fed the device tokens as they are; the pool learns their values only when it
+needs them (a request that did not grow by one token, or the batch changing), in one copy for all.
 This module has no vLLM import, so it is tested in the main environment against a full recompute. The
 caches are :class:`~counterpoint.decoding.engine.AmateurCache` objects, the same mechanism the
 transformers path uses.
@@ -35,7 +42,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -50,7 +57,10 @@ __all__ = ["AmateurPool"]
 class _Seq:
     """What the amateur holds for one request."""
 
-    tokens: list[int] = field(default_factory=list)  # token ids the cache covers, in order
+    tokens: list[int] = field(default_factory=list)  # token ids the cache covers, in order (see pending)
+    # (1,) device tokens fed by step() outside the batch and not read back yet; they follow `tokens`. A
+    # batch member's later ones are in its batch's `pending`.
+    pending: list[torch.Tensor] = field(default_factory=list)
     own: AmateurCache | None = None  # its own single-row cache over `tokens` (None while batched)
     row: int | None = None  # its row in the pool's batched cache instead, while it is a member
     last: torch.Tensor | None = None  # (V,) logits after the last token of `tokens`
@@ -66,6 +76,8 @@ class _Batch:
 
     seqs: list[_Seq]  # one per row
     amateur: AmateurCache
+    # (R,) device tokens fed by step() and not read back yet, one per step; every member's `unread`.
+    pending: list[torch.Tensor] = field(default_factory=list)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -148,6 +160,7 @@ class AmateurPool:
         keys = [key for key, _ in rows]
         if len(set(keys)) != len(keys):
             raise ValueError(f"AmateurPool.logits got a key twice in one call: {keys}")
+        self._settle()  # token lists are compared below: read back what step() left on the device
         seqs, wanted = [], []
         for key, tokens in rows:
             if len(tokens) == 0:
@@ -172,6 +185,80 @@ class AmateurPool:
         for i in range(len(rows)):
             if out[i] is None:
                 out[i] = self._advance(seqs[i], wanted[i])
+        return self._finish(keys, out)
+
+    @torch.inference_mode()
+    def step(
+        self,
+        keys: Sequence[Hashable],
+        lengths: Sequence[int],
+        fed: torch.Tensor,
+        history: Callable[[list[int]], Sequence[Sequence[int]]],
+    ) -> torch.Tensor:
+        """:meth:`logits` for an engine that keeps the tokens on the device (vLLM's Model Runner V2).
+
+        A request whose length grew by exactly one since its last step is fed its token from ``fed`` as
+        it is, on the device (batched as in :meth:`logits`); its value is read back only when the pool
+        needs it. Every other request (joining, grown by several tokens, rolled back, asked twice) is
+        brought up to date from ``history``, compared with what it caches, as :meth:`logits` would.
+
+        Length alone decides "grew by one": a request whose earlier tokens changed while its length grew by
+        exactly one would be taken for a steady one. vLLM's V2 runner never does that to a live request (a
+        slot changing hands goes through ``add_request``, where the processor drops the key; speculative
+        decoding, which rolls drafts back, is refused).
+
+        Args:
+            keys: one distinct key per row.
+            lengths: each row's token count, this step's token included (the host knows it).
+            fed: ``(R,)`` this step's token of each row, the last of its tokens, on the device.
+            history: ``history(indices)`` gives those rows' whole token lists (it reads the device);
+                called at most once per step, only for the rows that did not grow by exactly one.
+
+        Returns:
+            ``(R, V_a)`` logits after each row's tokens.
+        """
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"AmateurPool.step got a key twice in one call: {list(keys)}")
+        if len(lengths) != len(keys) or fed.shape[0] != len(keys):
+            raise ValueError(
+                f"AmateurPool.step got {len(keys)} keys, {len(lengths)} lengths, {fed.shape[0]} tokens"
+            )
+        for key, length in zip(keys, lengths, strict=True):
+            if length < 1:
+                raise ValueError(f"request {key!r} has no tokens; the amateur needs at least one")
+        seqs = [self._seqs.setdefault(key, _Seq()) for key in keys]
+        for seq in seqs:
+            seq.idle = 0
+        out: list[torch.Tensor | None] = [None] * len(keys)
+        steady = [i for i in range(len(keys)) if self._grew_by_one(seqs[i], lengths[i])]
+        if self.batch_decode and len(steady) >= 2:
+            if self._batch is None or {id(s) for s in self._batch.seqs} != {id(seqs[i]) for i in steady}:
+                self._rebatch([seqs[i] for i in steady])
+            batch = self._batch
+            where = {id(seqs[i]): i for i in steady}
+            order = [where[id(seq)] for seq in batch.seqs]  # batch row r holds row order[r] of this call
+            tokens = fed if order == list(range(len(keys))) else fed[_index(order, fed.device)]  # (R_b,)
+            last = batch.amateur.feed(tokens[:, None])  # (R_b, V_a)
+            batch.pending.append(tokens)
+            for r, seq in enumerate(batch.seqs):
+                seq.last = last[r]
+            for i in steady:
+                out[i] = last[seqs[i].row]
+        else:
+            self._unbatch()
+            for i in steady:  # alone: its own cache, fed on the device all the same
+                seq = seqs[i]
+                token = fed[i : i + 1]  # (1,)
+                seq.last = seq.own.feed(token[:, None])[0]
+                seq.pending.append(token)
+                out[i] = seq.last
+        rest = [i for i in range(len(keys)) if out[i] is None]
+        if rest:
+            for i, tokens in zip(rest, history(rest), strict=True):
+                out[i] = self._advance(seqs[i], list(tokens))
+        return self._finish(list(keys), out)
+
+    def _finish(self, keys: list[Hashable], out: list[torch.Tensor | None]) -> torch.Tensor:
         # Free requests that have not come back for a while (finished ones, in interfaces that
         # never say so). Their tokens would rebuild them, so this is about memory only. A freed
         # batch member leaves the batch at its next rebuild.
@@ -184,6 +271,32 @@ class AmateurPool:
             vocab = self.model.get_output_embeddings().weight.shape[0]
             return torch.empty(0, vocab, device=self._device())
         return torch.stack(out)  # (N, V_a)
+
+    def _length(self, seq: _Seq) -> int:
+        """Tokens ``seq``'s cache covers, read back or not."""
+        batched = len(self._batch.pending) if seq.row is not None and self._batch is not None else 0
+        return len(seq.tokens) + len(seq.pending) + batched
+
+    def _grew_by_one(self, seq: _Seq, length: int) -> bool:
+        """Whether a request of ``length`` tokens is what ``seq`` caches plus one (judged by length)."""
+        has_cache = seq.own is not None or seq.row is not None
+        return has_cache and seq.last is not None and length == self._length(seq) + 1
+
+    def _settle(self, seq: _Seq | None = None) -> None:
+        """Read back the device tokens step() fed (one copy): of the batch and of ``seq`` (None: of all)."""
+        if self._batch is not None and self._batch.pending and (seq is None or seq.row is not None):
+            batch = self._batch
+            own = [m for m in batch.seqs if m.pending]
+            for member in own:  # older than the batch's: a member fed alone before it joined
+                self._settle(member)
+            columns = torch.stack(batch.pending, dim=1).tolist()  # (R_b, P): the one host read
+            for member, column in zip(batch.seqs, columns, strict=True):
+                member.tokens = member.tokens + column
+            batch.pending = []
+        for s in [seq] if seq is not None else list(self._seqs.values()):
+            if s.pending:
+                s.tokens = s.tokens + torch.cat(s.pending).tolist()
+                s.pending = []
 
     @staticmethod
     def _one_more(seq: _Seq, tokens: list[int]) -> bool:
@@ -209,6 +322,7 @@ class AmateurPool:
 
         One copy of each cache involved; runs only when the set of decoding requests changes.
         """
+        self._settle()  # row indices change below: read back the tokens fed on the device first
         stacked = AmateurCache.stack(self.model, [self._where(seq) for seq in members])
         self._unbatch(keep={id(seq) for seq in members})  # rows not staying (and still live) get their own
         self._batch = _Batch(list(members), stacked)
@@ -219,6 +333,7 @@ class AmateurPool:
         """Dissolve the batch: live members not in ``keep`` (ids) get their own single-row cache back."""
         if self._batch is None:
             return
+        self._settle()
         live = {id(seq) for seq in self._seqs.values()}
         for seq in self._batch.seqs:
             if id(seq) in live and id(seq) not in keep:
@@ -229,7 +344,8 @@ class AmateurPool:
     def _batch_step(self, members: dict[int, list[int]]) -> torch.Tensor:
         """Feed each batch row its one new token (``members``: id(seq) -> tokens); ``(R, V_a)`` logits."""
         batch = self._batch
-        new = torch.tensor([[members[id(seq)][-1]] for seq in batch.seqs])  # (R, 1)
+        # (R, 1) on the host; feed() moves it to the device without waiting for the device.
+        new = torch.tensor([[members[id(seq)][-1]] for seq in batch.seqs])
         last = batch.amateur.feed(new)  # (R, V_a): each row at its own next position, padding masked
         for r, seq in enumerate(batch.seqs):
             seq.tokens = members[id(seq)]
@@ -241,6 +357,7 @@ class AmateurPool:
         """Bring ``seq`` to ``tokens`` with the fewest amateur tokens fed; return its last logits."""
         if seq.row is not None:  # a batch member asked for something else than one more token
             self._unbatch()
+        self._settle(seq)
         common = _common_prefix(seq.tokens, tokens)
         if common == len(tokens) == len(seq.tokens) and seq.last is not None:
             return seq.last  # nothing new (e.g. a chunked prefill's logits asked for twice)
@@ -257,3 +374,8 @@ class AmateurPool:
         seq.last = seq.own.feed(torch.tensor([tokens[keep:]], dtype=torch.long))[0]  # (V_a,)
         seq.tokens = tokens
         return seq.last
+
+
+def _index(rows: list[int], device: torch.device) -> torch.Tensor:
+    """``rows`` as a long tensor on ``device``, copied without waiting for the device."""
+    return torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)

@@ -75,16 +75,30 @@ class ContrastiveLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):
     def is_argmax_invariant(self) -> bool:
         return False  # the contrast changes which token is best
 
-    def _contrast(self, logits: torch.Tensor, rows: list[int], keys: list[int], tokens: list[list[int]]):
-        """Write contrast scores into ``logits[rows]`` (in place), one amateur row per key."""
-        amateur = self._pool.logits(list(zip(keys, tokens, strict=True)))  # (N, V_a)
+    def _contrast(
+        self, logits: torch.Tensor, rows: list[int], keys: list[int], amateur: torch.Tensor
+    ) -> torch.Tensor:
+        """``logits`` with rows ``rows`` replaced by their contrast scores against ``amateur``.
+
+        Args:
+            logits: ``(B, V)`` the expert's logits of the whole batch.
+            rows: the batch rows that contrast; ``keys[i]`` is row ``rows[i]``'s request.
+            amateur: ``(len(rows), V_a)`` the amateur's logits, one row per key.
+
+        Index tensors go to the device without waiting for it; when every row contrasts under one config
+        (the usual case) nothing is indexed and a new tensor is returned, else ``logits`` is written in place.
+        """
         by_config: dict[ContrastConfig, list[int]] = {}
         for i, key in enumerate(keys):
             by_config.setdefault(self._configs[key], []).append(i)
+        amateur = amateur.to(logits.device)
+        if len(by_config) == 1 and rows == list(range(logits.shape[0])):
+            (config,) = by_config
+            return contrast_scores(logits, amateur, config).to(logits.dtype)
         for config, idx in by_config.items():
-            sel = torch.tensor([rows[i] for i in idx], device=logits.device)
-            scores = contrast_scores(logits[sel], amateur[idx].to(logits.device), config)  # (n, V)
-            logits[sel] = scores.to(logits.dtype)
+            sel = _index([rows[i] for i in idx], logits.device)
+            part = amateur if len(idx) == len(keys) else amateur[_index(idx, amateur.device)]
+            logits[sel] = contrast_scores(logits[sel], part, config).to(logits.dtype)  # (n, V)
         return logits
 
     # -- V1 model runner ---------------------------------------------------------------------------
@@ -134,7 +148,8 @@ class ContrastiveLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):
                 "decoding is not supported with contrastive decoding)"
             )
         tokens = [list(self._v1_tokens[r][0]) + list(self._v1_tokens[r][1]) for r in rows]
-        return self._contrast(logits, rows, rows, tokens)
+        amateur = self._pool.logits(list(zip(rows, tokens, strict=True)))  # (N, V_a)
+        return self._contrast(logits, rows, rows, amateur)
 
     # -- Model Runner V2 ---------------------------------------------------------------------------
     def add_request(self, req_idx: int, sampling_params: SamplingParams) -> bool:
@@ -148,27 +163,45 @@ class ContrastiveLogitsProcessor(V2LogitsProcessor, V1LogitsProcessor):
         return True
 
     def _apply_v2(self, logits: torch.Tensor, ctx: LogitsContext) -> torch.Tensor:
+        """Model Runner V2 keeps the tokens on the device; the host knows each row's slot and length.
+
+        A request that grew by one token since its last step is fed this step's token on the device, and
+        nothing is read back (:meth:`AmateurPool.step`); only the rows that did not (joining, chunked
+        prefill, resumed) have their tokens read from ``req_states``, in one copy.
+        """
         slots_np = ctx.idx_mapping_np
         if logits.shape[0] != len(slots_np):
             raise RuntimeError(
                 "contrastive decoding does not support speculative decoding (several logits rows per request)"
             )
-        rows = [r for r, s in enumerate(slots_np.tolist()) if s in self._configs]
+        rows = [r for r, s in enumerate(slots_np.tolist()) if s in self._configs]  # host (numpy), no sync
         if not rows:
             return logits
         slots = [int(slots_np[r]) for r in rows]
-        sel = torch.tensor(rows, device=logits.device)
-        pos = ctx.pos[sel].cpu().tolist()  # position of the token fed this step
-        fed = ctx.input_ids[sel].cpu().tolist()
-        # Committed tokens before the fed one, gathered for these slots in one device copy.
-        width = max(pos) if max(pos) > 0 else 1
-        history = self._req_states.all_token_ids.gpu[torch.tensor(slots, device=logits.device), :width]
-        history = history.cpu().tolist()
-        tokens = [history[i][: pos[i]] + [fed[i]] for i in range(len(rows))]
-        return self._contrast(logits, rows, slots, tokens)
+        # Without speculative decoding the upper bound is exact: this row's position + 1, on the host.
+        lengths = [int(ctx.seq_lens_upper_bound_np[r]) for r in rows]
+        all_rows = rows == list(range(logits.shape[0]))
+        fed = ctx.input_ids if all_rows else ctx.input_ids[_index(rows, logits.device)]  # (R,) device
+
+        def history(idx: list[int]) -> list[list[int]]:
+            """Whole token lists of rows ``idx``: committed tokens before this step's, then it (one copy)."""
+            width = max(max(lengths[i] for i in idx) - 1, 1)
+            pick = _index([slots[i] for i in idx], logits.device)
+            committed = self._req_states.all_token_ids.gpu[pick, :width]  # (n, width)
+            here = fed[_index(idx, fed.device)]
+            table = torch.cat([committed.to(here.dtype), here[:, None]], dim=1).cpu().tolist()
+            return [table[j][: lengths[i] - 1] + [table[j][-1]] for j, i in enumerate(idx)]
+
+        amateur = self._pool.step(slots, lengths, fed, history)  # (N, V_a)
+        return self._contrast(logits, rows, slots, amateur)
 
     # -- dispatch ----------------------------------------------------------------------------------
     def apply(self, logits: torch.Tensor, ctx: LogitsContext | None = None) -> torch.Tensor:
         if ctx is None:
             return self._apply_v1(logits)
         return self._apply_v2(logits, ctx)
+
+
+def _index(rows: list[int], device: torch.device) -> torch.Tensor:
+    """``rows`` as a long tensor on ``device``, copied from the host without waiting for the device."""
+    return torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
