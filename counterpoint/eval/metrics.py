@@ -11,14 +11,32 @@ Definitions (SimCTG, Su et al. 2022; contrastive decoding, Li et al. 2022):
   features from a sentence embedder (ours: all-MiniLM-L6-v2), not GPT-2 large as in the published
   numbers, so the scores are comparable between rows of one table, not with the papers' values.
 
-Tokenization for rep-n: by default whitespace-separated words (``str.split``), exactly as SimCTG's
-evaluation script, so that numbers do not depend on the model's tokenizer. Pass ``tokenize=`` (any
-``str -> sequence`` callable, e.g. a tokenizer's ``encode``) for another, or pass token sequences.
-One deliberate difference from SimCTG's script: its loop ``while end_idx < len(tokens)`` skips each
-text's last n-gram; here every one of the ``len(tokens) - n + 1`` n-grams counts.
+Which n-grams count (``count=``):
+
+* ``"simctg"`` (the default): those SimCTG's ``measure_repetition_and_diversity``
+  (yxuansu/SimCTG, ``simctg/evaluation.py``) counts, whose loop ``while end_idx < len(tokens)`` never
+  reaches a text's last n-gram: a text of L tokens gives ``max(L - n, 0)`` n-grams, so one of exactly
+  n tokens gives none. The contrastive-decoding paper (Li et al. 2022) evaluates with the same function,
+  so this is the count behind both papers' published rep-n and diversity. The pooled unique and total
+  counts equal that function's, text by text (tested against a re-statement of its loop).
+* ``"all"``: every one of the ``max(L - n + 1, 0)`` n-grams, the textbook definition.
+
+The values are fractions, not rounded. SimCTG's function returns ``round(100 * rep-n, 2)`` and
+computes diversity from those rounded values: ``round(100 * rep_n(texts, n), 2)`` gives its rep-n
+exactly, and :func:`diversity` differs from its diversity by that rounding only (at most about 1.5e-4).
+
+Tokenization for rep-n: by default whitespace-separated words (``str.split``), as SimCTG's script
+(its ``text.strip().split()`` is the same split: runs of spaces, tabs and newlines are one separator,
+leading and trailing whitespace gives no empty token, an empty or all-whitespace text has no token and
+adds nothing to the counts), so that numbers do not depend on the model's tokenizer. Pass
+``tokenize=`` (any ``str -> sequence`` callable, e.g. a tokenizer's ``encode``) for another, or pass
+token sequences; n-grams are compared as tuples of tokens (SimCTG joins the words with a space, which
+is the same comparison for whitespace-split words).
 
 Example:
-    >>> rep_n("a b a b a", 2)          # 2-grams ab ba ab ba: 2 unique of 4
+    >>> rep_n("a b a b a", 2)                 # SimCTG's 2-grams ab ba ab (the last, ba, is skipped)
+    0.33333333333333337
+    >>> rep_n("a b a b a", 2, count="all")    # all 2-grams ab ba ab ba: 2 unique of 4
     0.5
     >>> diversity("the cat sat on the mat")
     1.0
@@ -32,7 +50,10 @@ from typing import Any
 
 import numpy as np
 
+from counterpoint.errors import OptionError
+
 __all__ = [
+    "COUNTS",
     "DEFAULT_NS",
     "MauveResult",
     "coherence",
@@ -46,6 +67,8 @@ __all__ = [
 ]
 
 DEFAULT_NS = (2, 3, 4)  # the n of rep-n that SimCTG and contrastive decoding report
+# Which n-grams of a text count: SimCTG's evaluation script's (all but the last), or all of them.
+COUNTS = ("simctg", "all")
 
 Texts = str | Sequence[str | Sequence[Hashable]]
 
@@ -69,34 +92,73 @@ def _as_token_lists(texts: Texts, tokenize: Callable[[str], Sequence[Hashable]])
     return out
 
 
-def ngram_counts(tokens: Sequence[Hashable], n: int) -> tuple[int, int]:
-    """Return ``(unique, total)`` n-gram counts of one token sequence (0, 0 when it is shorter than n)."""
+def _check_count(count: str) -> None:
+    if count not in COUNTS:
+        raise OptionError(
+            "count",
+            count,
+            "is not a way to count n-grams; use 'simctg' (SimCTG's script: each text's last n-gram is "
+            "not counted) or 'all' (every n-gram)",
+        )
+
+
+def ngram_counts(tokens: Sequence[Hashable], n: int, *, count: str = "simctg") -> tuple[int, int]:
+    """Return ``(unique, total)`` n-gram counts of one token sequence.
+
+    Args:
+        tokens: one text's tokens.
+        n: n-gram length, >= 1.
+        count: ``"simctg"`` counts the n-grams starting at positions ``0 .. len - n - 1``, as SimCTG's
+            ``eval_text`` (a text of n tokens or fewer has none); ``"all"`` counts all ``len - n + 1``.
+
+    Example:
+        >>> ngram_counts("a b a b a".split(), 2)                 # ab ba ab
+        (2, 3)
+        >>> ngram_counts("a b a b a".split(), 2, count="all")    # ab ba ab ba
+        (2, 4)
+    """
     if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n={n!r} must be a positive integer")
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+        raise OptionError("n", n, "must be a positive integer")
+    _check_count(count)
+    stop = len(tokens) - n + (1 if count == "all" else 0)  # n-grams start at 0 .. stop - 1
+    grams = [tuple(tokens[i : i + n]) for i in range(stop)]
     return len(set(grams)), len(grams)
 
 
-def rep_n(texts: Texts, n: int, *, tokenize: Callable[[str], Sequence[Hashable]] = str.split) -> float:
+def rep_n(
+    texts: Texts,
+    n: int,
+    *,
+    tokenize: Callable[[str], Sequence[Hashable]] = str.split,
+    count: str = "simctg",
+) -> float:
     """Share of duplicate n-grams, ``1 - unique / total``, pooled over the texts.
 
     Args:
         texts: one string, or a list of strings and/or token sequences (lists of ids or words).
         n: n-gram length, >= 1.
         tokenize: how a string becomes tokens (default: whitespace words, as SimCTG).
+        count: which n-grams of each text count: ``"simctg"`` (default; all but the last, as SimCTG's
+            script, which the published numbers use) or ``"all"``. See the module docstring.
 
     Returns:
-        rep-n in [0, 1) as a fraction (the papers print it times 100).
+        rep-n in [0, 1) as a fraction, unrounded (the papers print it times 100, to 2 decimals).
 
     Raises:
-        ValueError: when no text has n tokens, so that no n-gram exists.
+        OptionError: for a bad ``n`` or ``count``.
+        ValueError: when the texts hold no n-gram at all (SimCTG's function divides by zero there).
     """
+    _check_count(count)
     unique = total = 0
     for tokens in _as_token_lists(texts, tokenize):
-        u, t = ngram_counts(tokens, n)
+        u, t = ngram_counts(tokens, n, count=count)
         unique, total = unique + u, total + t
     if total == 0:
-        raise ValueError(f"rep-{n} is undefined: no text has {n} or more tokens")
+        need = f"more than {n}" if count == "simctg" else f"{n} or more"
+        raise ValueError(
+            f"rep-{n} is undefined: no text has {need} tokens, so there is no {n}-gram to count "
+            f"(count={count!r})"
+        )
     return 1.0 - unique / total
 
 
@@ -105,10 +167,11 @@ def repetition(
     ns: Sequence[int] = DEFAULT_NS,
     *,
     tokenize: Callable[[str], Sequence[Hashable]] = str.split,
+    count: str = "simctg",
 ) -> dict[int, float]:
     """rep-n for each n in ``ns`` (tokenizing once): ``{2: rep-2, 3: rep-3, 4: rep-4}`` by default."""
     token_lists = _as_token_lists(texts, tokenize)
-    return {n: rep_n(token_lists, n) for n in ns}
+    return {n: rep_n(token_lists, n, count=count) for n in ns}
 
 
 def diversity(
@@ -116,9 +179,14 @@ def diversity(
     ns: Sequence[int] = DEFAULT_NS,
     *,
     tokenize: Callable[[str], Sequence[Hashable]] = str.split,
+    count: str = "simctg",
 ) -> float:
-    """``prod_n (1 - rep-n)`` over ``ns`` (default n = 2, 3, 4); 1.0 when no n-gram repeats."""
-    return float(np.prod([1.0 - r for r in repetition(texts, ns, tokenize=tokenize).values()]))
+    """``prod_n (1 - rep-n)`` over ``ns`` (default n = 2, 3, 4); 1.0 when no n-gram repeats.
+
+    With the defaults this is SimCTG's diversity before rounding: SimCTG multiplies its rep-n values
+    after rounding them to 2 decimals in percent, which moves the result by at most about 1.5e-4.
+    """
+    return float(np.prod([1.0 - r for r in repetition(texts, ns, tokenize=tokenize, count=count).values()]))
 
 
 def embed(embedder: Any, texts: Sequence[str], *, batch_size: int = 32) -> np.ndarray:
