@@ -9,7 +9,13 @@ and ``scores``; the registry of strategies in ``registry``; backends in ``backen
 
 from counterpoint.batching import left_pad
 from counterpoint.decoding.backend import BACKEND_NAMES, Backend, Batch, Generated, get_backend, run_batches
-from counterpoint.decoding.contrastive_decoding import ModelContrast, contrastive_decoding, truncated_amateur
+from counterpoint.decoding.contrastive_decoding import (
+    CD_PRESETS,
+    ModelContrast,
+    Preset,
+    contrastive_decoding,
+    truncated_amateur,
+)
 from counterpoint.decoding.contrastive_search import contrastive_search
 from counterpoint.decoding.engine import (
     AlteredPrompt,
@@ -37,6 +43,7 @@ from counterpoint.decoding.spec import GenerationOptions, Option, StrategySpec
 __all__ = [
     "AMATEUR_VARIANTS",
     "BACKEND_NAMES",
+    "CD_PRESETS",
     "INSTRUCTIVE_DECODING",
     "OPPOSITE_INSTRUCTION",
     "STRATEGIES",
@@ -55,6 +62,7 @@ __all__ = [
     "LayerContrast",
     "ModelContrast",
     "Option",
+    "Preset",
     "StrategySpec",
     "contrast_scores",
     "contrastive_decoding",
