@@ -298,10 +298,18 @@ def _layer_processor(model: PreTrainedModel, amateur: EarlierLayers, contrast: C
 def _layer_amateur(processor: Any, forced: _Forced) -> torch.Tensor:
     """The processor's amateur logits for every row of ``forced``: its own rule (fixed / jsd / fusion)
     applied to the hidden states the scorer captured, each row as one step of a generation."""
+    if getattr(processor, "layer_mode", None) == "dola":
+        # DoLa picks one premature layer per step for the whole batch; scoring an answer, its code
+        # (lm_score) picks one per position. So every position is its own batch of one here.
+        return torch.cat([_layer_rows(processor, forced, slice(i, i + 1)) for i in range(len(forced.logits))])
+    return _layer_rows(processor, forced, slice(None))
+
+
+def _layer_rows(processor: Any, forced: _Forced, rows: slice) -> torch.Tensor:
     processor.reset()
-    processor._captured = {k: forced.hidden[k] for k in processor.amateur_layers}
-    rows = forced.logits.shape[0]
-    return processor._amateur_logits(torch.zeros(rows, 1, dtype=torch.long), forced.logits, True, None)
+    processor._captured = {k: forced.hidden[k][rows] for k in processor.amateur_layers}
+    logits = forced.logits[rows]
+    return processor._amateur_logits(torch.zeros(len(logits), 1, dtype=torch.long), logits, True, None)
 
 
 def _pick(
