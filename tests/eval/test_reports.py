@@ -39,19 +39,27 @@ def test_open_ended_verdicts_follow_the_numbers(open_ended):
         "greedy": _row(open_ended, "greedy", 0.40, 0.50),
         "beam": _row(open_ended, "beam", 0.30, 0.52),
         "contrastive_search": _row(open_ended, "contrastive_search", 0.10, 0.47),  # far less, coherent
-        "layer_contrast": _row(open_ended, "layer_contrast", 0.20, 0.30),  # 0.20 > 0.5 * 0.30; incoherent
-        "contrastive_decoding": open_ended.Row(
-            open_ended.STRATEGIES["contrastive_decoding"], open_ended.NO_AMATEUR
-        ),
+        "dola_normed": _row(open_ended, "dola_normed", 0.20, 0.30),  # 0.20 > 0.5 * 0.30; incoherent
+        "cd_li2022": open_ended.Row(open_ended.STRATEGIES["cd_li2022"], open_ended.NO_AMATEUR),
     }
-    lines = open_ended.verdicts(rows)
+    lines = open_ended.verdicts(rows, "a 135M model")
     assert lines[0].startswith(
         "- **contrastive search (alpha 0.6, k 4)**: as the papers claim: rep-4 0.100 against 0.300"
     )
     assert "not as the papers claim: repetition is not far lower" in lines[1]
     assert "and coherence falls more than 0.05 below greedy's" in lines[1]
     assert "a 135M model is not OPT-13B" in lines[1] and "DoLa" in lines[1]
-    assert lines[2] == f"- **contrastive decoding (two models)**: {open_ended.NO_AMATEUR}."
+    assert lines[2] == f"- **contrastive decoding, li2022-greedy**: {open_ended.NO_AMATEUR}."
+
+
+def test_open_ended_rows_come_from_the_registry(open_ended):
+    from counterpoint.decoding import get_strategy
+
+    for row in open_ended.ROWS.values():
+        spec = get_strategy(row.strategy)  # every row names a registry strategy
+        assert set(row.options) <= {o.name for o in spec.options}, row.name
+    assert open_ended.ROWS["cd_li2022"].options == {"preset": "li2022-greedy"}
+    assert open_ended.ROWS["cd_obrien2023"].options == {"preset": "obrien2023"}
 
 
 def test_open_ended_rejects_unknown_strategy(open_ended, capsys):
