@@ -9,7 +9,15 @@ under greedy, sampling or beam search; on vLLM it runs as an engine logits proce
 (:mod:`counterpoint.decoding.vllm`).
 
 Presets (:data:`CD_PRESETS`, the strategy's ``preset`` option, ``--preset`` on the command line) hold the
-papers' settings; each names its source. Options given explicitly override the preset's.
+papers' settings; each names its source (:attr:`Preset.source`). Options given explicitly override them.
+
+* ``li2022-greedy``: Li et al.'s greedy runs: difference form, gamma (their ``st_coef``) 1.0, amateur
+  temperature 0.5, the amateur on the prompt's last token, and NO plausibility mask (``alpha=0``): their
+  greedy code path sets none, unlike the paper's objective (sec. 3.3). Without the mask the argmax can be
+  a token both models find unlikely; add the paper's constraint with ``alpha=0.1``.
+* ``li2022-sample``: Li et al.'s sampling runs: difference form, gamma 1.0, amateur temperature 1.0 (their
+  OPT runs), mask at alpha 0.1, the last-token view, sampling at temperature 1 with no top-k / top-p.
+* ``obrien2023``: O'Brien and Lewis: beta form, beta 0.5, alpha 0.1, raw amateur logits, full prompt, greedy.
 
 Beam search is not Li et al.'s. Their beam search (reference code, ``generation_utils.py``
 ``beam_search``, lines 2472-2690, and ``decoder_helper.py`` ``post_process_reweight``) differs from
@@ -148,9 +156,10 @@ CD_PRESETS: Mapping[str, Preset] = MappingProxyType(
                     "do_sample": False,
                     "num_beams": 1,
                 },
-                "O'Brien and Lewis 2023, sec. 2 (their Algorithm 2): CD-logits = (1 + beta) s_e - beta s_a on raw "
-                "logits, -inf where s_e < log(alpha) + max s_e; beta 0.5, alpha 0.1, greedy. Their formulation has "
-                "no amateur temperature (tau 1: the amateur's raw logits), and the amateur reads the whole prompt.",
+                "O'Brien and Lewis 2023, sec. 2 (their reformulation of CD, Algorithm 2): CD-logits = (1 + beta) "
+                "s_e - beta s_a on raw logits, -inf where s_e < log(alpha) + max s_e; beta 0.5, alpha 0.1, greedy "
+                "decoding (their reasoning tasks). The reformulation has no amateur temperature: s_a is the "
+                "amateur's raw logits (tau 1). The amateur reads the whole prompt (no context restriction).",
             ),
         )
     }
