@@ -1,6 +1,7 @@
 """The benchmark scripts' verdict logic and their few-shot path, with stand-ins for modules built elsewhere."""
 
 import importlib.util
+import math
 import random
 import sys
 from pathlib import Path
@@ -130,3 +131,32 @@ def test_format_prompt(selection):
         got
         == f"{selection.INSTRUCTION}\n\nReview: one two ...\nSentiment: positive\n\nReview: a b ...\nSentiment:"
     )
+
+
+@pytest.fixture(scope="module")
+def factuality():
+    return _load("eval_factuality")
+
+
+def test_factuality_mc_scores_are_dolas(factuality):
+    true, best = ("A.", "B.", "C."), "B."
+    # MC1: the best answer (B) above every false one; MC3: share of true answers above every false one;
+    # MC2: the true answers' share of exp(score).
+    got = factuality.mc_scores([-1.0, -2.0, -9.0], [-3.0, -4.0], true, best)
+    p_true, p_false = [math.exp(x) for x in (-1.0, -2.0, -9.0)], [math.exp(x) for x in (-3.0, -4.0)]
+    assert got["MC1"] == 1.0 and got["MC3"] == pytest.approx(2 / 3)
+    assert got["MC2"] == pytest.approx(sum(p_true) / (sum(p_true) + sum(p_false)))
+    assert factuality.mc_scores([-5.0, -1.0, -1.0], [-1.0], true, best)["MC1"] == 0.0  # a tie is not above
+    # DoLa halves each side's scores until its probabilities are not all zero: -2000 and -1000 both end at
+    # -500, so the three true answers get 3/4 of the mass (its quirk, kept).
+    halved = factuality.mc_scores([-2000.0, -2000.0, -2000.0], [-1000.0], true, best)
+    assert halved["MC2"] == pytest.approx(0.75)
+
+
+def test_factuality_splits_pairs_as_dola(factuality):
+    class Words:  # a tokenizer whose joint and separate tokenizations differ at the boundary
+        def __call__(self, text):
+            return {"input_ids": [len(w) for w in text.replace(":", ": ").split()]}
+
+    prompt, cont = factuality.dola_pair(Words(), "Q: why\nA:", " because so")
+    assert prompt == [2, 3, 2] and cont == [7, 2]
