@@ -24,8 +24,9 @@ Beam search is not Li et al.'s. Their beam search (reference code, ``generation_
 ``contrastive_decoding(num_beams=k)`` here in three ways:
 
 * candidates: they take the top ``2k`` (beam, token) pairs of the prompt's beams by the expert's
-  *this-step* log-probability alone (the first step: by the beam score), then rank those ``2k`` by the
-  contrast; here every token of every beam competes by its cumulative contrast score;
+  *this-step*, unmasked log-probability alone (on the first step, by the first beam's masked
+  log-probabilities), then rank those ``2k`` by beam score + contrast; here every token of every beam
+  competes by its cumulative contrast score;
 * the mask keeps at least 2 tokens per beam (``min_tokens_to_keep=2``), here only the argmax is sure to
   stay;
 * the amateur term is ``log_softmax(logits) / tau`` (a row constant apart from
