@@ -28,6 +28,7 @@ from counterpoint.decoding.scoring import (
     SecondModel,
     score_continuations,
 )
+from counterpoint.decoding.layer_contrast import LAYER_MODES
 from counterpoint.errors import OptionError
 from tests.tiny_models import PAD_ID, tiny_gpt2, tiny_llama
 
@@ -43,6 +44,10 @@ CONFIGS = {
     ),  # some tokens outside the head
 }
 SOURCES = ["plain", "model-full", "model-last", "layer-fixed", "layer-jsd", "layer-fusion", "input"]
+# DoLa exact: each scored position picks its own premature layer, as DoLa's lm_score does (the naive
+# reference replays one row at a time, where DoLa's batch-wide choice is that row's own).
+if "dola" in LAYER_MODES:
+    SOURCES.append("layer-dola")
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
