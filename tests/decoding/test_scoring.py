@@ -20,6 +20,7 @@ from counterpoint.decoding import (
     LayerContrast,
     ModelContrast,
 )
+from counterpoint.decoding.layer_contrast import LAYER_MODES
 from counterpoint.decoding.scoring import (
     DOLA_MC,
     AlteredInput,
@@ -28,7 +29,6 @@ from counterpoint.decoding.scoring import (
     SecondModel,
     score_continuations,
 )
-from counterpoint.decoding.layer_contrast import LAYER_MODES
 from counterpoint.errors import OptionError
 from tests.tiny_models import PAD_ID, tiny_gpt2, tiny_llama
 
