@@ -24,7 +24,7 @@ _EXPORTS = {
     "FewShotTemplate": "counterpoint.prompting",
     "GenerationOptions": "counterpoint.decoding",
     "Pipeline": "counterpoint.prompting",
-    "PoolSelector": "counterpoint.prompting",
+    "PoolSelector": "counterpoint.selection",
     "DemoPool": "counterpoint.selection",
     "select": "counterpoint.selection",
 }
@@ -61,9 +61,8 @@ if TYPE_CHECKING:
         ChatTemplate,
         FewShotTemplate,
         Pipeline,
-        PoolSelector,
     )
-    from counterpoint.selection import DemoPool, select
+    from counterpoint.selection import DemoPool, PoolSelector, select
 
 
 def __getattr__(name: str) -> Any:

@@ -49,8 +49,8 @@ _ARGUMENT_FLAGS = {
 
 
 def _flag(name: str) -> str | None:
-    """The flag of a library argument or strategy option; None when the command line has none."""
-    if name in options_by_name():
+    """The flag of a library argument, strategy option or selection option; None when there is none."""
+    if name in options_by_name() or name in _method_kwarg_names():
         return "--" + name.replace("_", "-")
     return _ARGUMENT_FLAGS.get(name)
 
@@ -297,7 +297,11 @@ _NOT_RECORDED = {"output", "resume", "overwrite", "progress", "verbose", "batch_
 
 
 def _run_record(
-    command: str, kw: dict[str, Any], options: GenerationOptions | None, files: dict[str, str]
+    command: str,
+    kw: dict[str, Any],
+    options: GenerationOptions | None,
+    files: dict[str, str],
+    method_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What decides the rows' content: the command, its flags and the strategy's options (and the batch
     size when sampling makes a row depend on its batch), and a hash of each file it reads besides the input."""
@@ -306,6 +310,7 @@ def _run_record(
 
     record: dict[str, Any] = {"command": command}
     record.update({k: v for k, v in kw.items() if k not in _NOT_RECORDED})
+    record.update(method_kwargs or {})
     if options is not None:
         record.update(
             {k: v if isinstance(v, str | int | float | bool | tuple) else repr(v) for k, v in options.items()}
@@ -529,10 +534,23 @@ def generate(prompts: tuple[str, ...], input_path: str | None, **kw: Any) -> Non
                 _emit(out, row)
 
 
-def _selection_flags() -> list[Callable[..., Any]]:
-    from counterpoint.selection.selectors import METHODS
+def _method_kwarg_names() -> dict[str, list[str]]:
+    """Each selection keyword argument, with the methods that take it (the CLI has one flag per name)."""
+    from counterpoint.selection.registry import METHODS
 
-    return [
+    table: dict[str, list[str]] = {}
+    for spec in METHODS.values():
+        for kwarg in spec.kwargs:
+            table.setdefault(kwarg.name, []).append(spec.name)
+    return table
+
+
+def _selection_flags() -> list[Callable[..., Any]]:
+    """The selection options, the --method choices and each method's own options, from the registry."""
+    from counterpoint.selection.registry import METHODS
+    from counterpoint.selection.selectors import ORDERS
+
+    flags = [
         click.option(
             "-k",
             "k",
@@ -546,8 +564,21 @@ def _selection_flags() -> list[Callable[..., Any]]:
             type=click.Choice(list(METHODS)),
             default="knn",
             show_default=True,
-            help="Selection method.",
+            help="Selection method: " + "; ".join(f"{s.name}: {s.summary}" for s in METHODS.values()) + ".",
         ),
+    ]
+    seen: dict[str, Any] = {}
+    for spec in METHODS.values():
+        for kwarg in spec.kwargs:
+            seen.setdefault(kwarg.name, []).append((spec.name, kwarg))
+    for name, uses in seen.items():
+        help_text = "; ".join(f"{method}: {kwarg.help} ({kwarg.default})" for method, kwarg in uses) + "."
+        flags.append(
+            click.option(
+                "--" + name.replace("_", "-"), name, type=uses[0][1].type, default=None, help=help_text
+            )
+        )
+    flags += [
         click.option(
             "--balance-labels",
             is_flag=True,
@@ -560,7 +591,7 @@ def _selection_flags() -> list[Callable[..., Any]]:
         ),
         click.option(
             "--order",
-            type=click.Choice(["most_similar_last", "most_similar_first", "random"]),
+            type=click.Choice(list(ORDERS)),
             default="most_similar_last",
             show_default=True,
             help="Where the most similar demonstration goes in the prompt.",
@@ -583,29 +614,66 @@ def _selection_flags() -> list[Callable[..., Any]]:
             help="Sentence-transformers embedder (default: the embedded all-MiniLM-L6-v2).",
         ),
     ]
+    return flags
 
 
-def _check_selection(kw: dict[str, Any], pool_path: str | None) -> None:
+def _method_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
+    """The selection method's own options given on the command line (0 included); refuses another method's."""
+    from counterpoint.selection.registry import get_method
+
+    given = {name: kw.pop(name) for name in list(_method_kwarg_names()) if name in kw}
+    given = {name: value for name, value in given.items() if value is not None}
+    takes = [k.name for k in get_method(kw["method"]).kwargs]
+    for name in given:
+        if name not in takes:
+            flags = ", ".join("--" + t.replace("_", "-") for t in takes) or "no options"
+            raise UsageError(
+                f"--{name.replace('_', '-')} cannot be used with --method {kw['method']} (it takes {flags})"
+            )
+    return given
+
+
+def _check_selection(kw: dict[str, Any], pool_path: str | None) -> dict[str, Any]:
+    """Every selection check that needs no embedder; returns the method's own options."""
     from pathlib import Path
 
+    from counterpoint.selection.registry import get_method
+
+    method_kwargs = _method_kwargs(kw)
     if kw["balance_labels"] and not kw["label_key"]:
         raise UsageError("--balance-labels needs --label-key")
     if pool_path is not None and not Path(pool_path).is_file():
         raise click.ClickException(f"pool file {pool_path!r} does not exist")
+    if pool_path is not None and kw["k"] > 0:
+        from counterpoint.io import read_jsonl
+        from counterpoint.selection.selectors import check_arguments
+
+        check_arguments(kw["method"], kw["k"], len(read_jsonl(pool_path, "pool")), **method_kwargs)
+    if pool_path is not None and get_method(kw["method"]).needs_embedder:
+        from counterpoint.models import resolve_embedder_path
+
+        resolve_embedder_path(kw["embedder"])  # a bad embedder name fails before anything loads
+    return method_kwargs
 
 
-def _build_selector(pool_path: str, kw: dict[str, Any], template: Any, tokenizer: Any) -> Any:
+def _build_selector(
+    pool_path: str, kw: dict[str, Any], template: Any, tokenizer: Any, method_kwargs: dict[str, Any]
+) -> Any:
     """A PoolSelector over the pool file, set from the command's selection options."""
-    from counterpoint.prompting.pipeline import PoolSelector
-    from counterpoint.selection import DemoPool
+    from counterpoint.selection import DemoPool, PoolSelector
+    from counterpoint.selection.registry import get_method
 
     embedder = None
-    if kw["method"] in ("knn", "mmr", "dpp", "vote-k"):  # the methods that match by embedding
+    if get_method(kw["method"]).needs_embedder:
         from counterpoint.models import load_embedder
 
         embedder = load_embedder(kw["embedder"])
     pool = DemoPool.from_jsonl(
-        pool_path, text_keys=tuple(kw["text_keys"]), label_key=kw["label_key"], embedder=embedder
+        pool_path,
+        text_keys=tuple(kw["text_keys"]),
+        label_key=kw["label_key"],
+        embedder=embedder,
+        show_progress_bar=kw.get("progress"),
     )
     budget = kw["max_tokens"] is not None
     return PoolSelector(
@@ -619,6 +687,7 @@ def _build_selector(pool_path: str, kw: dict[str, Any], template: Any, tokenizer
         render=template.render_text if budget else None,
         order=kw["order"],
         seed=kw["seed"],
+        method_kwargs=method_kwargs,
     )
 
 
@@ -661,10 +730,10 @@ def select(pool: str, queries: str, **kw: Any) -> None:
     with _user_errors():
         from counterpoint.io import read_jsonl
 
-        _check_selection(kw, pool)
+        method_kwargs = _check_selection(kw, pool)
         rows = read_jsonl(queries, "queries")
         template = _template(kw)  # checks the formats before anything loads
-        with _sink(kw, rows, _run_record("select", kw, None, {"pool_sha256": pool})) as out:
+        with _sink(kw, rows, _run_record("select", kw, None, {"pool_sha256": pool}, method_kwargs)) as out:
             _quiet_loading(kw["verbose"])
             tokenizer = None
             if kw["max_tokens"] is not None:
@@ -675,7 +744,7 @@ def select(pool: str, queries: str, **kw: Any) -> None:
                 tokenizer = AutoTokenizer.from_pretrained(resolve_language_model_path(kw["model"]))
             if kw["chat"]:
                 template = template.chat(tokenizer, _unescape(kw["system_prompt"]))
-            selector = _build_selector(pool, kw, template, tokenizer)
+            selector = _build_selector(pool, kw, template, tokenizer, method_kwargs)
             pending = [i for i in range(len(rows)) if out is None or i not in out.done]
             demos = selector.select([rows[i] for i in pending]) if pending else []
             for i, selected in zip(pending, demos, strict=True):
@@ -727,17 +796,17 @@ def run(queries: str, pool: str | None, **kw: Any) -> None:
         options = _generation_options(kw)
         if kw["noisy_instruction"] is not None and options.variant != "noisy-instruction":
             raise UsageError("--noisy-instruction needs --variant noisy-instruction")
-        _check_selection(kw, pool)
+        method_kwargs = _check_selection(kw, pool)
         rows = read_jsonl(queries, "queries")
         template = _template(kw)  # checks the formats before any model loads
         if kw["noisy_instruction"] is not None:
             template = replace(template, noisy_instruction=_unescape(kw["noisy_instruction"]))
-        record = _run_record("run", kw, options, {"pool_sha256": pool} if pool else {})
+        record = _run_record("run", kw, options, {"pool_sha256": pool} if pool else {}, method_kwargs)
         with _sink(kw, rows, record) as out:
             backend = _load_backend(kw, options)
             if kw["chat"]:
                 template = template.chat(backend.tokenizer, _unescape(kw["system_prompt"]))
-            selector = _build_selector(pool, kw, template, backend.tokenizer) if pool else None
+            selector = _build_selector(pool, kw, template, backend.tokenizer, method_kwargs) if pool else None
             pipe = Pipeline(
                 None,
                 None,

@@ -16,7 +16,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["OptionError", "RunMismatchError"]
+__all__ = ["MISSING", "OptionError", "RunMismatchError"]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+# The value of an OptionError about something that was not given at all.
+MISSING: Any = _Missing()
 
 
 class OptionError(ValueError):
@@ -38,10 +47,10 @@ class OptionError(ValueError):
     def render(self, flag: str | None = None) -> str:
         """The message, naming the argument as ``argument=value`` or, with ``flag``, ``flag value``.
 
-        A ``None`` value (something missing) is left out: ``amateur_prompt is needed by ...``. On the command
+        A :data:`MISSING` value (nothing was given) is left out: ``amateur_prompt is needed by ...``. On the command
         line a string is shown as typed and a tuple as the comma-separated list it was typed as.
         """
-        if self.value is None:
+        if self.value is MISSING:
             return f"{flag or self.argument} {self.problem}"
         if flag is None:
             return f"{self.argument}={self.value!r} {self.problem}"

@@ -56,27 +56,44 @@ def test_assembled_file_has_the_pinned_sha256(name):
     assert h.hexdigest() == _expected_hashes()[name]
 
 
-def _lm_head_rows(path: Path) -> int:
-    """Rows of the output matrix, read from the GGUF's tensor table (no weights are loaded)."""
+@pytest.fixture(scope="module")
+def tokenizer_fields():
+    """Each GGUF's tokenizer fields and output-matrix rows, parsed once (the parse takes a while)."""
     import gguf
 
-    shapes = {t.name: [int(d) for d in t.shape] for t in gguf.GGUFReader(str(path)).tensors}
-    # GGUF lists the fastest-varying dimension first: (hidden, vocab). Tied models have no output.weight.
-    return shapes.get("output.weight", shapes["token_embd.weight"])[1]
+    out = {}
+    for name in (EXPERT, AMATEUR):
+        reader = gguf.GGUFReader(str(PAIR_DIR / f"{name}.gguf"))
+        fields = {}
+        for key, field in reader.fields.items():
+            if key.startswith("tokenizer.ggml."):
+                values = [field.parts[i] for i in field.data]
+                if (
+                    field.types[0] == gguf.GGUFValueType.ARRAY
+                    and field.types[-1] == gguf.GGUFValueType.STRING
+                ):
+                    fields[key] = [bytes(v).decode() for v in values]
+                elif field.types[0] == gguf.GGUFValueType.STRING:
+                    fields[key] = bytes(values[0]).decode()
+                else:
+                    fields[key] = [v.tolist() for v in values]
+        # GGUF lists the fastest-varying dimension first: (hidden, vocab). A tied model has no output.weight.
+        shapes = {t.name: [int(d) for d in t.shape] for t in reader.tensors}
+        rows = shapes.get("output.weight", shapes["token_embd.weight"])[1]
+        out[name] = (fields, rows)
+    return out
 
 
-def test_expert_and_amateur_share_the_vocabulary():
-    from transformers import AutoTokenizer
-
-    tokenizers = {
-        name: AutoTokenizer.from_pretrained(PAIR_DIR, gguf_file=f"{name}.gguf") for name in (EXPERT, AMATEUR)
-    }
-    expert, amateur = tokenizers[EXPERT], tokenizers[AMATEUR]
-    assert expert.get_vocab() == amateur.get_vocab()
-    assert expert.all_special_tokens == amateur.all_special_tokens
-    text = "def add(a, b):\n    return a + b  # sum"
-    assert expert(text)["input_ids"] == amateur(text)["input_ids"]
-    rows = {name: _lm_head_rows(PAIR_DIR / f"{name}.gguf") for name in (EXPERT, AMATEUR)}
-    # Both heads are padded past the real vocabulary to the same number of rows; the library accepts the pair.
-    assert rows[EXPERT] == rows[AMATEUR] >= len(expert)
-    assert check_vocabularies(rows[EXPERT], rows[AMATEUR], expert, amateur) == len(expert)
+def test_expert_and_amateur_share_the_tokenizer(tokenizer_fields):
+    expert, expert_rows = tokenizer_fields[EXPERT]
+    amateur, amateur_rows = tokenizer_fields[AMATEUR]
+    # The same tokenizer: the same tokens at the same ids, merges, token types and special token ids.
+    assert expert.keys() == amateur.keys()
+    for key in sorted(expert):
+        assert expert[key] == amateur[key], key
+    tokens = expert["tokenizer.ggml.tokens"]
+    assert len(tokens) > 150_000 and len(set(tokens)) == len(tokens)
+    assert len(expert["tokenizer.ggml.merges"]) > 100_000
+    # Both output matrices have one row per token, so the library accepts the pair as it is.
+    assert expert_rows == amateur_rows == len(tokens)
+    assert check_vocabularies(expert_rows, amateur_rows) is None

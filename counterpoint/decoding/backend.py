@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 from counterpoint.batching import length_batches
 from counterpoint.decoding.registry import get_strategy
 from counterpoint.decoding.spec import GenerationOptions, StrategySpec
-from counterpoint.errors import OptionError
+from counterpoint.errors import MISSING, OptionError
 
 __all__ = [
     "BACKEND_NAMES",
@@ -211,11 +211,16 @@ def check_prompts(
                 "is empty: every prompt needs some text" if isinstance(p, str) else "is not a string",
             )
     if backend.spec.amateur_prompt:
-        if amateur_prompts is None or len(amateur_prompts) != len(prompts):
-            got = None if amateur_prompts is None else len(amateur_prompts)
+        if amateur_prompts is None:
             raise OptionError(
                 "amateur_prompts",
-                got,
+                MISSING,
+                f"are needed by strategy {backend.spec.name!r}: one per prompt ({len(prompts)})",
+            )
+        if len(amateur_prompts) != len(prompts):
+            raise OptionError(
+                "amateur_prompts",
+                f"<{len(amateur_prompts)} prompts>",
                 f"must hold one amateur prompt per prompt ({len(prompts)}) for strategy {backend.spec.name!r}",
             )
         for i, p in enumerate(amateur_prompts):
@@ -226,7 +231,7 @@ def check_prompts(
     elif amateur_prompts is not None:
         raise OptionError(
             "amateur_prompts",
-            len(amateur_prompts),
+            f"<{len(amateur_prompts)} prompts>",
             f"apply to strategy 'input-contrast' only, not {backend.spec.name!r}",
         )
     lengths = [len(ids) for ids in backend.prompt_ids(prompts, add_special_tokens)] if prompts else []

@@ -356,6 +356,7 @@ def _build_vllm(values: dict[str, Any]) -> dict[str, Any]:
 
 
 SPEC = StrategySpec(
+    position=20,
     name="contrastive-decoding",
     summary="expert vs a smaller amateur model (Li et al. 2022; O'Brien and Lewis 2023)",
     options=(

@@ -291,6 +291,7 @@ def _check_model(values: dict[str, Any], facts: Any) -> None:
 
 
 SPEC = StrategySpec(
+    position=10,
     name="contrastive-search",
     summary="contrastive search (Su et al. 2022): alpha penalises similarity to the context",
     options=(ALPHA, TOP_K),

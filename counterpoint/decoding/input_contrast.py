@@ -230,6 +230,7 @@ def input_contrast(
 
 
 SPEC = StrategySpec(
+    position=40,
     name="input-contrast",
     summary="full prompt vs a weakened prompt (no demos, no context, noisy instruction)",
     options=(

@@ -328,6 +328,7 @@ def _check_model(values: dict[str, Any], facts: Any) -> None:
 
 
 SPEC = StrategySpec(
+    position=30,
     name="layer-contrast",
     summary="final layer vs early layers of the same model (DoLa-style, Chuang et al. 2023)",
     options=(

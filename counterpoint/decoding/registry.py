@@ -14,29 +14,38 @@ Example:
 from __future__ import annotations
 
 import functools
+import importlib
+import pkgutil
 import warnings
 
-from counterpoint.decoding.contrastive_decoding import SPEC as CONTRASTIVE_DECODING
-from counterpoint.decoding.contrastive_search import SPEC as CONTRASTIVE_SEARCH
-from counterpoint.decoding.input_contrast import SPEC as INPUT_CONTRAST
-from counterpoint.decoding.layer_contrast import SPEC as LAYER_CONTRAST
+import counterpoint.decoding as _decoding_package
 from counterpoint.decoding.spec import Option, StrategySpec
-from counterpoint.decoding.standard import SPECS as STANDARD
 from counterpoint.errors import OptionError
 
 __all__ = ["STRATEGIES", "get_strategy", "names", "option_names", "options_by_name"]
 
-# Every method module's spec, in the order --help lists them. A new strategy: a new module with a SPEC, listed here.
-_SPECS = (*STANDARD, CONTRASTIVE_SEARCH, CONTRASTIVE_DECODING, LAYER_CONTRAST, INPUT_CONTRAST)
+# Modules of counterpoint.decoding that hold machinery, not strategies (and import this registry).
+_NOT_METHODS = {"backend", "engine", "registry", "scores", "spec", "transformers_backend", "scoring"}
 
 
 def _collect() -> dict[str, StrategySpec]:
-    specs: dict[str, StrategySpec] = {}
-    for spec in _SPECS:
-        if spec.name in specs:
+    """Every ``SPEC`` (or ``SPECS``) of a module of counterpoint.decoding: a new strategy is one new file."""
+    specs: list[StrategySpec] = []
+    for info in pkgutil.iter_modules(_decoding_package.__path__):
+        if info.ispkg or info.name.startswith("_") or info.name in _NOT_METHODS:
+            continue
+        module = importlib.import_module(f"{_decoding_package.__name__}.{info.name}")
+        found = vars(module).get("SPECS") or ((vars(module)["SPEC"],) if "SPEC" in vars(module) else ())
+        for spec in found:
+            if not isinstance(spec, StrategySpec):
+                raise TypeError(f"{module.__name__}: SPEC must be a StrategySpec, got {type(spec).__name__}")
+            specs.append(spec)
+    by_name: dict[str, StrategySpec] = {}
+    for spec in sorted(specs, key=lambda s: (s.position, s.name)):
+        if spec.name in by_name:
             raise RuntimeError(f"strategy {spec.name!r} is declared twice")
-        specs[spec.name] = spec
-    return specs
+        by_name[spec.name] = spec
+    return by_name
 
 
 STRATEGIES: dict[str, StrategySpec] = _collect()

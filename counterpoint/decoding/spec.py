@@ -221,6 +221,9 @@ class StrategySpec:
             read from its config before the weights load): layer indices past its depth, ``top_k`` past its
             vocabulary.
         streams: whether a transformers streamer can follow it (not beam search).
+        aliases: older spellings of the name that still resolve, with a DeprecationWarning.
+        position: where the strategy comes in listings (``--strategy`` choices, help, errors); equal
+            positions list by name.
         presets: named sets of option values (a paper's settings). When the strategy declares them it
             also declares a ``preset`` option choosing one; a chosen preset's values stand in for the
             defaults, and options given explicitly override them.
@@ -237,6 +240,7 @@ class StrategySpec:
     check_model: Callable[[dict[str, Any], Any], None] | None = None
     streams: Callable[[dict[str, Any]], bool] = field(default=lambda values: True)
     aliases: tuple[str, ...] = ()
+    position: int = 100
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -80,6 +80,7 @@ def check_sampling(values: dict[str, Any]) -> None:
 
 
 GREEDY = StrategySpec(
+    position=0,
     name="greedy",
     summary="the most likely token at each step",
     options=(),
@@ -88,6 +89,7 @@ GREEDY = StrategySpec(
 )
 
 SAMPLE = StrategySpec(
+    position=1,
     name="sample",
     summary="sampling, with temperature / top-k / top-p",
     options=(TEMPERATURE, TOP_K, TOP_P),
@@ -101,6 +103,7 @@ SAMPLE = StrategySpec(
 )
 
 BEAM = StrategySpec(
+    position=2,
     name="beam",
     summary="beam search",
     options=(NUM_BEAMS,),

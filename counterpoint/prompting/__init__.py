@@ -4,15 +4,14 @@ Strategies by name and their options live in :mod:`counterpoint.decoding` (``STR
 ``GenerationOptions``); they are re-exported here for convenience.
 """
 
+from counterpoint._deprecated import moved
 from counterpoint.decoding.backend import BACKEND_NAMES as BACKENDS
 from counterpoint.decoding.registry import STRATEGIES, get_strategy
 from counterpoint.decoding.spec import GenerationOptions
 from counterpoint.prompting.pipeline import (
     Pipeline,
     PipelineResult,
-    PoolSelector,
     PreparedPrompt,
-    Selector,
     generate_texts,
     length_batches,
     load_models,
@@ -35,10 +34,8 @@ __all__ = [
     "GenerationOptions",
     "Pipeline",
     "PipelineResult",
-    "PoolSelector",
     "PreparedPrompt",
     "RenderedPrompt",
-    "Selector",
     "as_example",
     "count_tokens",
     "generate_texts",
@@ -46,3 +43,9 @@ __all__ = [
     "length_batches",
     "load_models",
 ]
+
+# Moved to counterpoint.selection (beside the LangChain adapter); the old names work for one release.
+__getattr__ = moved(
+    "counterpoint.prompting",
+    {"PoolSelector": "counterpoint.selection.selector", "Selector": "counterpoint.selection.selector"},
+)

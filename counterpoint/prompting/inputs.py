@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from counterpoint.errors import OptionError
+from counterpoint.errors import MISSING, OptionError
 
 __all__ = ["RenderedPrompts", "prompt_rows", "render_prompts"]
 
@@ -127,7 +127,7 @@ def render_prompts(
             text = row.get(amateur_key, amateur_prompt)
             if not isinstance(text, str) or not text.strip():
                 raise OptionError(
-                    "amateur_prompt", amateur_prompt,
+                    "amateur_prompt", MISSING,
                     f"is needed by input contrast: give it, or an {amateur_key!r} field in every row (row {n + 1} has none)",
                 )  # fmt: skip
             amateurs.append(text)

@@ -31,13 +31,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from counterpoint._deprecated import moved
 from counterpoint.batching import length_batches
 from counterpoint.decoding.backend import Backend, get_backend, run_batches
 from counterpoint.decoding.spec import GenerationOptions
 from counterpoint.prompting.template import FewShotTemplate
+from counterpoint.selection.selector import Selector
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -45,68 +47,17 @@ if TYPE_CHECKING:
 __all__ = [
     "Pipeline",
     "PipelineResult",
-    "PoolSelector",
     "PreparedPrompt",
-    "Selector",
     "generate_texts",
     "length_batches",
     "load_models",
 ]
 
-
-@runtime_checkable
-class Selector(Protocol):
-    """Anything with ``select(queries) -> list[list[dict]]`` (one list of demonstrations per query)."""
-
-    def select(self, queries: list[Any]) -> list[list[dict[str, Any]]]: ...
-
-
-@dataclass
-class PoolSelector:
-    """A :class:`Selector` over a :class:`counterpoint.selection.DemoPool` via ``selection.select``.
-
-    Every field but ``pool`` is passed to ``select`` as is. For a token budget (``max_tokens``) pass
-    the pipeline's template as ``render=template.render_text`` and its ``tokenizer``, so the budget
-    counts tokens the way the prompt will be built.
-    """
-
-    pool: Any  # a counterpoint.selection.DemoPool
-    k: int = 4  # demonstrations per query
-    method: str = "knn"  # knn, mmr, dpp, bm25, random, vote-k
-    query_key: str = "input"  # the query field to match against the pool
-    balance_labels: bool = False  # as many demonstrations of each label as possible
-    max_tokens: int | None = None  # prompt budget; None: no budget
-    tokenizer: Any = None  # counts tokens for max_tokens
-    render: Callable[[list[dict[str, Any]], Any], str] | None = None  # formats a prompt for max_tokens
-    order: str = "most_similar_last"  # where the best demonstration sits in the prompt
-    seed: int = 0  # for random and sampling methods
-    method_kwargs: dict[str, Any] = field(default_factory=dict)  # extra knobs of the method
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.k, int) and self.k >= 0):
-            raise ValueError(f"k={self.k!r} must be an int >= 0")
-        if self.max_tokens is not None and (self.tokenizer is None or self.render is None):
-            raise ValueError(
-                f"max_tokens={self.max_tokens} needs tokenizer and render (e.g. render=template.render_text)"
-            )
-
-    def select(self, queries: list[Any]) -> list[list[dict[str, Any]]]:
-        from counterpoint.selection import select
-
-        return select(
-            self.pool,
-            queries,
-            k=self.k,
-            method=self.method,
-            query_key=self.query_key,
-            balance_labels=self.balance_labels,
-            max_tokens=self.max_tokens,
-            tokenizer=self.tokenizer,
-            render=self.render,
-            order=self.order,
-            seed=self.seed,
-            **self.method_kwargs,
-        )
+# Moved to counterpoint.selection (beside the LangChain adapter); the old path works for one release.
+__getattr__ = moved(
+    "counterpoint.prompting.pipeline",
+    {"PoolSelector": "counterpoint.selection.selector", "Selector": "counterpoint.selection.selector"},
+)
 
 
 @dataclass

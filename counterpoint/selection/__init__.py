@@ -6,6 +6,10 @@ Example:
     >>> demos = select(pool, [{"input": "a new question"}], k=4, method="mmr")  # doctest: +SKIP
     >>> [d["index"] for d in demos[0]]  # doctest: +SKIP
 
+Methods live one per module in :mod:`counterpoint.selection.methods`; :mod:`counterpoint.selection.registry`
+collects them (``METHODS`` here is their names). :class:`Selector` / :class:`PoolSelector` are what a
+prompt pipeline takes.
+
 ``LangChainExampleSelector`` (a ``langchain_core`` ``BaseExampleSelector``) is imported on first use,
 so langchain-core is needed only by those who use it (``pip install counterpoint[langchain]``).
 """
@@ -14,7 +18,8 @@ from typing import Any
 
 from counterpoint.selection.embedders import Embedder, as_embedder
 from counterpoint.selection.pool import DemoPool
-from counterpoint.selection.search import FaissIndexConfig, exact_search
+from counterpoint.selection.search import FaissIndexConfig, IndexRecall, exact_search
+from counterpoint.selection.selector import PoolSelector, Selector
 from counterpoint.selection.selectors import METHODS, ORDERS, default_render, select
 
 __all__ = [
@@ -23,7 +28,10 @@ __all__ = [
     "DemoPool",
     "Embedder",
     "FaissIndexConfig",
+    "IndexRecall",
     "LangChainExampleSelector",
+    "PoolSelector",
+    "Selector",
     "as_embedder",
     "default_render",
     "exact_search",

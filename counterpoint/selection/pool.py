@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,18 @@ from counterpoint.io import iter_jsonl_lines
 from counterpoint.selection.embedders import Embedder, as_embedder
 from counterpoint.selection.search import (
     FaissIndexConfig,
-    build_faiss_index,
+    IndexRecall,
+    build_tuned_index,
     exact_search,
     faiss_search,
     import_faiss,
+    set_search_parameter,
 )
 
 __all__ = ["DemoPool", "join_text"]
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: pool.json holds the index's measured recall ("index_recall")
+_READABLE_VERSIONS = (1, 2)
 _LABEL_TYPES = (str, int, float, bool)
 
 
@@ -90,15 +94,27 @@ def _check_records(
                 )
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> tuple[list[Any], list[int]]:
-    """Parse a JSONL file of examples: the rows and their 1-based line numbers (blank lines skipped).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: naming the file and line of the first malformed row or non-object row.
-    """
+def _read_rows(path: str | os.PathLike[str]) -> tuple[list[Any], list[int]]:
     numbered = list(iter_jsonl_lines(path, what="pool"))
     return [row for _, row in numbered], [lineno for lineno, _ in numbered]
+
+
+def check_finite(matrix: np.ndarray, source: str, names: Sequence[str] | None = None) -> None:
+    """Raise ``ValueError`` naming the rows of ``matrix`` that hold NaN or inf.
+
+    Args:
+        matrix: ``(N, D)`` embeddings.
+        source: what they come from, for the message (``"embeddings="``, ``"the embedder"``).
+        names: how to name row ``i`` (``"record 3"``, ``"line 4"``); default ``"row i"``.
+    """
+    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    if bad.size:
+        shown = [names[i] if names is not None else f"row {i}" for i in bad[:10].tolist()]
+        more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+        raise ValueError(
+            f"{source} gave NaN or inf in {bad.size} of {matrix.shape[0]} rows: {', '.join(shown)}{more}; "
+            "every similarity with them would be NaN. Fix or drop those rows (or the embedder)"
+        )
 
 
 class DemoPool:
@@ -113,6 +129,9 @@ class DemoPool:
         id_key: the key holding an example's id (used for self-exclusion), or ``None``.
         embedder: embeds texts added later and the queries.
         index_config: the faiss index's configuration, or ``None`` for exact search.
+        index_recall: an approximate index's recall against exact search, measured when it was
+            built (:class:`~counterpoint.selection.search.IndexRecall`); ``None`` for exact search
+            and a flat index.
     """
 
     def __init__(
@@ -134,6 +153,8 @@ class DemoPool:
         self.texts = [join_text(r, text_keys) for r in records]
         self.index: Any = None
         self.index_config: FaissIndexConfig | None = None
+        self.index_recall: IndexRecall | None = None
+        self._index_ids: np.ndarray | None = None  # row number of each faiss id (None: the same)
         self._invalidate()
 
     # ---------------------------------------------------------------- construction
@@ -176,9 +197,16 @@ class DemoPool:
         _check_records(records, text_keys, label_key, line_numbers=_line_numbers, source=_source)
         emb = as_embedder(embedder)
         texts = [join_text(r, text_keys) for r in records]
-        matrix = cls._to_matrix(embeddings, len(records)) if embeddings is not None else None
-        if matrix is None:
+        names = (
+            [f"{_source}: line {n}" for n in _line_numbers]
+            if _line_numbers is not None
+            else [f"record {i}" for i in range(len(records))]
+        )
+        if embeddings is not None:
+            matrix = cls._to_matrix(embeddings, len(records), names)
+        else:
             matrix = emb.encode(texts, show_progress_bar=show_progress_bar)
+            check_finite(matrix, f"the embedder ({emb.name})", names)
         return cls(
             [dict(r) for r in records],
             torch.from_numpy(matrix),
@@ -201,13 +229,13 @@ class DemoPool:
 
         Takes the same arguments as :meth:`from_records`.
         """
-        rows, lines = read_jsonl(path)
+        rows, lines = _read_rows(path)
         return cls.from_records(
             rows, text_keys, label_key, embedder, _line_numbers=lines, _source=str(path), **kwargs
         )
 
     @staticmethod
-    def _to_matrix(embeddings: Any, n: int) -> np.ndarray:
+    def _to_matrix(embeddings: Any, n: int, names: Sequence[str] | None = None) -> np.ndarray:
         if isinstance(embeddings, torch.Tensor):
             embeddings = embeddings.detach().float().cpu().numpy()
         matrix = np.asarray(embeddings, dtype=np.float32)
@@ -215,6 +243,7 @@ class DemoPool:
             raise ValueError(
                 f"embeddings must have shape ({n}, D) for {n} records, got {tuple(matrix.shape)}"
             )
+        check_finite(matrix, "embeddings=", names)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         return np.ascontiguousarray(matrix / np.maximum(norms, 1e-12), dtype=np.float32)
 
@@ -272,6 +301,9 @@ class DemoPool:
     def add(self, records: Iterable[Mapping[str, Any]], *, embeddings: Any = None) -> list[int]:
         """Append examples (embedded now, and added to the faiss index if there is one).
 
+        An approximate index keeps the search parameter chosen at build time (and its
+        :attr:`index_recall`, measured then); rebuild it after large additions to re-tune.
+
         Returns:
             The new examples' indices.
         """
@@ -280,10 +312,12 @@ class DemoPool:
             return []
         _check_records(records, self.text_keys, self.label_key)
         texts = [join_text(r, self.text_keys) for r in records]
+        names = [f"new record {i}" for i in range(len(records))]
         if embeddings is not None:
-            matrix = self._to_matrix(embeddings, len(records))
+            matrix = self._to_matrix(embeddings, len(records), names)
         else:
             matrix = self.embedder.encode(texts)
+            check_finite(matrix, f"the embedder ({self.embedder.name})", names)
         if matrix.shape[1] != self.dim:
             raise ValueError(
                 f"the new examples' embeddings have dimension {matrix.shape[1]} but the pool's have "
@@ -295,6 +329,8 @@ class DemoPool:
         self.embeddings = torch.cat([self.embeddings, torch.from_numpy(matrix)])
         if self.index is not None:
             self.index.add(np.ascontiguousarray(matrix))
+            if self._index_ids is not None:
+                self._index_ids = np.concatenate([self._index_ids, np.arange(start, len(self))])
         self._invalidate()
         return list(range(start, len(self)))
 
@@ -303,25 +339,41 @@ class DemoPool:
     def build_index(self, kind: str = "flat", **params: Any) -> DemoPool:
         """Search through a faiss index from now on (``kind`` in ``"flat"``, ``"hnsw"``, ``"ivf"``).
 
-        ``params`` are :class:`~counterpoint.selection.search.FaissIndexConfig` fields. Needs
-        ``pip install counterpoint[faiss]``. Returns the pool.
+        An approximate index (hnsw, ivf) measures its recall against exact search on a sample of the
+        pool's rows and picks the fastest search parameter reaching ``target_recall`` (0.95 by
+        default); :attr:`index_recall` holds the result, and a warning says when the target cannot
+        be reached. ``params`` are :class:`~counterpoint.selection.search.FaissIndexConfig` fields:
+        ``target_recall=0.8`` trades recall for speed, ``ef_search=`` / ``nprobe=`` fix the
+        parameter (still measured). Needs ``pip install counterpoint[faiss]``. Returns the pool.
+
+        Example:
+            >>> pool.build_index("hnsw", target_recall=0.9)          # doctest: +SKIP
+            >>> pool.index_recall.recall, pool.index_recall.value    # doctest: +SKIP
+            (0.93, 48)
         """
         config = FaissIndexConfig(kind=kind, **params)
-        self.index = build_faiss_index(self.embeddings.numpy(), config)
-        self.index_config = config
+        index, ids, recall = build_tuned_index(self.embeddings.numpy(), config)
+        self.index, self.index_config, self.index_recall, self._index_ids = index, config, recall, ids
+        self._deep_search_warned = False
         return self
 
     def drop_index(self) -> DemoPool:
         """Go back to exact torch search."""
-        self.index, self.index_config = None, None
+        self.index, self.index_config, self.index_recall, self._index_ids = None, None, None, None
         return self
 
     def embed_queries(self, texts: Sequence[str], *, batch_size: int | None = None) -> torch.Tensor:
         """Embed query texts with the pool's embedder: ``(Q, D)`` float32."""
-        return self.check_query_embeddings(self.embedder.encode(list(texts), batch_size=batch_size))
+        raw = self.embedder.encode(list(texts), batch_size=batch_size)
+        return self.check_query_embeddings(raw, argument=f"the embedder ({self.embedder.name})")
 
-    def check_query_embeddings(self, embeddings: Any) -> torch.Tensor:
-        """Turn query embeddings into a ``(Q, D)`` float32 tensor of unit rows, checking ``D``."""
+    def check_query_embeddings(self, embeddings: Any, *, argument: str = "queries") -> torch.Tensor:
+        """Turn query embeddings into a ``(Q, D)`` float32 tensor of unit rows, checking ``D``.
+
+        Raises:
+            ValueError: a wrong dimension, or rows holding NaN or inf (named, with ``argument``,
+                what they came from).
+        """
         if not isinstance(embeddings, torch.Tensor):
             embeddings = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
         embeddings = embeddings.detach().float().cpu()
@@ -330,6 +382,7 @@ class DemoPool:
                 f"query embeddings have shape {tuple(embeddings.shape)} but the pool's embeddings have "
                 f"dimension {self.dim}; embed queries with the embedder that built the pool"
             )
+        check_finite(embeddings.numpy(), argument, [f"query {i}" for i in range(embeddings.shape[0])])
         return torch.nn.functional.normalize(embeddings, dim=1)
 
     def search(
@@ -373,7 +426,10 @@ class DemoPool:
             )
             return s, sub[i]
         if self.index is not None:
-            return faiss_search(self.index, queries.numpy(), min(k, len(self)), exclude=exclude)
+            self._warn_if_deeper_than_measured(k)
+            return faiss_search(
+                self.index, queries.numpy(), min(k, len(self)), exclude=exclude, ids=self._index_ids
+            )
         return exact_search(
             queries,
             self._on_device(),
@@ -381,6 +437,19 @@ class DemoPool:
             exclude=exclude,
             query_chunk_size=query_chunk_size,
             corpus_chunk_size=corpus_chunk_size,
+        )
+
+    def _warn_if_deeper_than_measured(self, k: int) -> None:
+        report = self.index_recall
+        if report is None or k <= report.k or getattr(self, "_deep_search_warned", False):
+            return
+        self._deep_search_warned = True
+        warnings.warn(
+            f"this search asks the faiss {self.index_config.kind} index for {k} neighbours, but its "
+            f"recall was measured at k={report.k} ({report.recall:.3f}) and may be lower this deep; "
+            f"build_index(..., recall_k={k}) tunes it for {k}",
+            UserWarning,
+            stacklevel=4,
         )
 
     def _on_device(self) -> torch.Tensor:
@@ -393,7 +462,12 @@ class DemoPool:
     # ---------------------------------------------------------------- persistence
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``pool.json``, ``records.jsonl``, ``embeddings.npy`` (and ``index.faiss``) to ``directory``."""
+        """Write ``pool.json``, ``records.jsonl``, ``embeddings.npy`` (and ``index.faiss``, with
+        ``index_ids.npy`` when the index holds the rows in another order) to ``directory``.
+
+        ``pool.json`` keeps the index's configuration and measured recall, so :meth:`load` gives
+        back the same search parameter without measuring again.
+        """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -405,15 +479,19 @@ class DemoPool:
             "id_key": self.id_key,
             "embedder": self.embedder.name,
             "index": None if self.index_config is None else vars(self.index_config),
+            "index_recall": None if self.index_recall is None else self.index_recall.to_dict(),
         }
         with open(out / "records.jsonl", "w", encoding="utf-8") as f:
             for r in self.records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
         np.save(out / "embeddings.npy", self.embeddings.numpy())
+        for stale in ("index.faiss", "index_ids.npy"):
+            if (out / stale).exists():
+                (out / stale).unlink()
         if self.index is not None:
             import_faiss().write_index(self.index, str(out / "index.faiss"))
-        elif (out / "index.faiss").exists():
-            (out / "index.faiss").unlink()
+            if self._index_ids is not None:
+                np.save(out / "index_ids.npy", self._index_ids)
         (out / "pool.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         return out
 
@@ -430,13 +508,14 @@ class DemoPool:
         if not (src / "pool.json").is_file():
             raise FileNotFoundError(f"{src} holds no pool.json; is it a folder written by DemoPool.save?")
         meta = json.loads((src / "pool.json").read_text(encoding="utf-8"))
-        if meta.get("format_version") != _FORMAT_VERSION:
+        if meta.get("format_version") not in _READABLE_VERSIONS:
             raise ValueError(
                 f"{src}/pool.json has format_version {meta.get('format_version')!r}; "
-                f"this version reads {_FORMAT_VERSION}"
+                f"this version reads {' and '.join(map(str, _READABLE_VERSIONS))}"
             )
-        records, _ = read_jsonl(src / "records.jsonl")
+        records, _ = _read_rows(src / "records.jsonl")
         matrix = np.load(src / "embeddings.npy")
+        check_finite(matrix, f"{src}/embeddings.npy", [f"row {i}" for i in range(matrix.shape[0])])
         if matrix.shape != (meta["size"], meta["dim"]) or len(records) != meta["size"]:
             raise ValueError(
                 f"{src} is inconsistent: pool.json says {meta['size']} x {meta['dim']}, found "
@@ -452,13 +531,31 @@ class DemoPool:
         )
         if meta["index"] is not None:
             pool.index = import_faiss().read_index(str(src / "index.faiss"))
-            pool.index_config = FaissIndexConfig(**meta["index"])
-            # Search-time knobs, set again in case the index file did not keep them.
-            if pool.index_config.kind == "hnsw":
-                pool.index.hnsw.efSearch = pool.index_config.ef_search
-            elif pool.index_config.kind == "ivf":
-                pool.index.nprobe = min(pool.index_config.nprobe, pool.index.nlist)
+            if (src / "index_ids.npy").is_file():
+                pool._index_ids = np.load(src / "index_ids.npy")
+            pool.index_config = config = FaissIndexConfig(**meta["index"])
+            if meta.get("index_recall") is not None:
+                pool.index_recall = IndexRecall.from_dict(meta["index_recall"])
+            # The search knob, set again in case the index file did not keep it: the value chosen
+            # at build time, else (format 1) the configured one.
+            param = config.search_parameter
+            value = pool.index_recall.value if pool.index_recall is not None else None
+            if param is not None and (value or getattr(config, param)):
+                set_search_parameter(pool.index, config.kind, value or getattr(config, param))
         return pool
+
+
+def __getattr__(name: str) -> Any:
+    # Deprecated names, kept one release.
+    if name == "read_jsonl":
+        warnings.warn(
+            "counterpoint.selection.pool.read_jsonl is deprecated and will be removed in the next "
+            "release; use counterpoint.io.iter_jsonl_lines (line numbers and rows) or counterpoint.io.read_jsonl",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _read_rows
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _hashable(value: Any) -> Any:

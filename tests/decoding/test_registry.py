@@ -164,3 +164,68 @@ def test_options_of_one_name_share_their_type_across_strategies():
         "layer-contrast",
         "input-contrast",
     ]
+
+
+class _IdsTokenizer:
+    """Just enough of a tokenizer for a backend: every prompt is ids [5, 6, 7]."""
+
+    pad_token_id = 0
+
+    def __call__(self, texts, add_special_tokens=True):
+        return {"input_ids": [[5, 6, 7] for _ in texts]}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(map(str, ids))
+
+
+def test_a_new_strategy_is_one_module(tmp_path, monkeypatch):
+    """One file dropped into counterpoint.decoding is a strategy: the registry lists it, its option becomes
+    a command-line flag, and a backend runs it."""
+    import sys
+    import textwrap
+
+    import counterpoint.decoding as decoding
+    from counterpoint import cli
+    from counterpoint.decoding import registry
+    from counterpoint.decoding.backend import Batch
+    from counterpoint.decoding.transformers_backend import TransformersBackend
+    from tests.tiny_models import tiny_llama
+
+    (tmp_path / "suppressed_greedy.py").write_text(
+        textwrap.dedent(
+            """
+            from transformers import SuppressTokensLogitsProcessor
+
+            from counterpoint.decoding.spec import Option, StrategySpec
+
+            SPEC = StrategySpec(
+                name="suppressed-greedy",
+                summary="greedy that never picks one token",
+                options=(Option("banned", "int", "the token never picked", required=True),),
+                build=lambda values: {"do_sample": False, "suppress_tokens": [values["banned"]]},
+                no_vllm="not needed for this test",
+            )
+            """
+        )
+    )
+    monkeypatch.setattr(decoding, "__path__", [*decoding.__path__, str(tmp_path)])
+    found = registry._collect()
+    monkeypatch.setattr(registry, "STRATEGIES", found)
+    registry.options_by_name.cache_clear()
+    try:
+        assert list(found)[-1] == "suppressed-greedy" and list(found)[:7] == list(STRATEGIES)
+        flags = {
+            p.opts[0] for f in cli._strategy_flags() for p in getattr(f(lambda: None), "__click_params__", [])
+        }
+        assert "--banned" in flags
+        model = tiny_llama()
+        tok = _IdsTokenizer()
+        plain = (
+            TransformersBackend(model, tok, "greedy").generate(Batch(["x"], max_new_tokens=3))[0].token_ids
+        )
+        banned = TransformersBackend(model, tok, "suppressed-greedy", {"banned": plain[0]})
+        got = banned.generate(Batch(["x"], max_new_tokens=3))[0].token_ids
+        assert got[0] != plain[0]
+    finally:
+        registry.options_by_name.cache_clear()
+        sys.modules.pop("counterpoint.decoding.suppressed_greedy", None)

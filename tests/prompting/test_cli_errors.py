@@ -24,6 +24,9 @@ def files(tmp_path):
     (tmp_path / "noprompt.jsonl").write_text('{"text": "a"}\n')
     (tmp_path / "empty_prompt.jsonl").write_text('{"prompt": "ok"}\n{"prompt": "  "}\n')
     (tmp_path / "q.jsonl").write_text('{"input": "a dog"}\n{"input": "a cat"}\n')
+    (tmp_path / "pool.jsonl").write_text(
+        "".join(f'{{"input": "example {i}", "output": "{i}"}}\n' for i in range(6))
+    )
     (tmp_path / "existing.jsonl").write_text('{"index": 0, "prompt": "x", "output": "y"}\n')
     (tmp_path / "empty_dir").mkdir()
     return tmp_path

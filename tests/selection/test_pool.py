@@ -140,7 +140,7 @@ def test_bad_select_arguments():
         ),
         ({"max_tokens": 50}, "max_tokens needs tokenizer="),
         ({"method": "mmr", "fetch_k": 2}, "fetch_k=2 must be at least k=4"),
-        ({"method": "mmr", "lambda_mult": 1.5}, r"lambda_mult must be in \[0, 1\], got 1.5"),
+        ({"method": "mmr", "lambda_mult": 1.5}, r"lambda_mult=1.5 must be in \[0, 1\]"),
         ({"method": "dpp", "top_n": 3}, r"method='dpp' takes no argument\(s\) \['top_n'\]; valid: "),
         ({"balance_labels": True}, "balance_labels=True needs a pool built with label_key="),
         (

@@ -106,3 +106,60 @@ def test_faiss_index_config_validation():
         FaissIndexConfig(kind="lsh")
     with pytest.raises(ValueError, match="nprobe must be a positive int, got 0"):
         FaissIndexConfig(kind="ivf", nprobe=0)
+
+
+def brute_force_tie_rule(q: np.ndarray, c: np.ndarray, k: int, exclude=None):
+    """Full score matrix, each row sorted by score (decreasing), then index (increasing).
+
+    Each pair is summed on its own in float64, so equal vectors score exactly equal (a matrix
+    product may round them apart by where they sit).
+    """
+    s = (q.astype(np.float64)[:, None, :] * c.astype(np.float64)[None, :, :]).sum(axis=-1)  # (Q, N)
+    if exclude is not None:
+        for row, cols in enumerate(exclude):
+            s[row, cols] = -np.inf
+    idx = [np.lexsort((np.arange(s.shape[1]), -row))[:k] for row in s]
+    return np.take_along_axis(s, np.array(idx), 1), np.array(idx)
+
+
+@pytest.mark.parametrize("query_chunk_size", [5, 17])
+@pytest.mark.parametrize("corpus_chunk_size", [5, 17, 1000])
+@pytest.mark.parametrize("k", [1, 6, 13])
+def test_exact_search_breaks_ties_by_lowest_index(query_chunk_size, corpus_chunk_size, k):
+    # Six distinct vectors, each repeated many times: nearly every score is tied, across chunks too.
+    base = unit_rows(6, 8, seed=12)
+    rng = np.random.default_rng(3)
+    c = base[rng.integers(0, 6, size=97)]
+    q = base[rng.integers(0, 6, size=23)] + 0.01 * unit_rows(23, 8, seed=13)
+    exclude = [rng.choice(97, size=rng.integers(0, 5), replace=False).tolist() for _ in range(23)]
+    want_s, want_i = brute_force_tie_rule(q, c, k, exclude)
+    got_s, got_i = exact_search(
+        torch.from_numpy(q),
+        torch.from_numpy(c),
+        k,
+        exclude=exclude,
+        query_chunk_size=query_chunk_size,
+        corpus_chunk_size=corpus_chunk_size,
+    )
+    assert got_i.tolist() == want_i.tolist()
+    np.testing.assert_allclose(got_s.numpy(), want_s, rtol=1e-6)
+
+
+@pytest.mark.parametrize("corpus_chunk_size", [7, 17, 1000])
+def test_exact_search_more_ties_than_its_margin_takes_the_lowest_indices(corpus_chunk_size):
+    # 60 copies of the best vector (more than the candidates kept past k), scattered over chunks.
+    c = unit_rows(200, 16, seed=14)
+    rng = np.random.default_rng(5)
+    copies = np.sort(rng.choice(np.arange(10, 200), size=60, replace=False))
+    c[copies] = c[3]
+    q = (c[3] + 0.2 * unit_rows(1, 16, seed=15)).astype(np.float32)
+    q /= np.linalg.norm(q)
+    exclude = [[int(copies[1])]]
+    for k in (1, 5, 40):
+        got_s, got_i = exact_search(
+            torch.from_numpy(q), torch.from_numpy(c), k, exclude=exclude, corpus_chunk_size=corpus_chunk_size
+        )
+        want_s, want_i = brute_force_tie_rule(q, c, k, exclude)
+        assert got_i.tolist() == want_i.tolist()
+        assert got_i[0].tolist() == [3, *[int(i) for i in copies if i != copies[1]]][:k]
+        np.testing.assert_allclose(got_s.numpy(), want_s, rtol=1e-6)

@@ -41,15 +41,15 @@ class VllmBackend(Backend):
         *,
         generate_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        if not hasattr(model, "llm_engine"):
-            raise ValueError(
-                f"backend='vllm' needs model to be a vllm.LLM (see VllmBackend.load), not {type(model).__name__}"
-            )
         if generate_kwargs:
             raise ValueError(
                 f"generate_kwargs={dict(generate_kwargs)!r} apply to the transformers backend only"
             )
-        super().__init__(model, tokenizer, strategy, options)
+        super().__init__(model, tokenizer, strategy, options)  # the strategy first: it needs no model
+        if not hasattr(model, "llm_engine"):
+            raise ValueError(
+                f"backend='vllm' needs model to be a vllm.LLM (see VllmBackend.load), not {type(model).__name__}"
+            )
         self.request = self.spec.build_vllm(self.values)
         wanted = self.request.get("amateur")
         if wanted is not None:
