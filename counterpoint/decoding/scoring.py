@@ -44,7 +44,7 @@ from transformers import PreTrainedModel
 from counterpoint import _hf
 from counterpoint.batching import left_pad, positions_from_mask
 from counterpoint.decoding.scores import ContrastConfig, contrast_scores
-from counterpoint.errors import OptionError
+from counterpoint.errors import MISSING, OptionError
 
 __all__ = [
     "DOLA_MC",
@@ -392,7 +392,7 @@ def score_continuations(
             )
     altered = any(isinstance(s.amateur, AlteredInput) for s in scorers.values())
     if altered and amateur_prompt_ids is None:
-        raise OptionError("amateur_prompt_ids", None, "is needed by an AlteredInput scorer (one per pair)")
+        raise OptionError("amateur_prompt_ids", MISSING, "is needed by an AlteredInput scorer (one per pair)")
     if not altered and amateur_prompt_ids is not None:
         raise OptionError("amateur_prompt_ids", "<given>", "applies to AlteredInput scorers only")
     alt = _check_ids("amateur_prompt_ids", amateur_prompt_ids, len(prompts)) if altered else None
