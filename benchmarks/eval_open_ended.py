@@ -284,6 +284,11 @@ def verdicts(rows: dict[str, Row], size: str) -> list[str]:
         if not coherent:
             failed.append(f"coherence falls more than {COHERENCE_MARGIN} below greedy's")
         why = []
+        if row.strategy.options.get("preset") == "li2022-greedy" and not (far_less and coherent):
+            why.append(
+                "this preset has no plausibility mask (alpha 0, as Li et al.'s greedy code path has none), so "
+                "the argmax of log p_expert - log p_amateur can be a token neither model expects"
+            )
         if not far_less:
             why.append(why_rep[row.strategy.claim])
         if not coherent:
