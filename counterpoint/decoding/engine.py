@@ -90,8 +90,15 @@ class ContrastLogitsProcessor(LogitsProcessor):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _follow(self, input_ids: torch.Tensor) -> tuple[bool, torch.Tensor | None]:
+    def _follow(self, input_ids: torch.Tensor, contents: bool = True) -> tuple[bool, torch.Tensor | None]:
         """Relate ``input_ids`` to the previous call.
+
+        Args:
+            input_ids: ``(N, L)`` this call's sequences.
+            contents: compare the tokens too (to find beam search's reordering, and reuse without
+                ``reset()`` where the shapes happen to fit). False checks the shapes only, which reads no
+                tensor value (no host-device synchronisation); then ``beam_idx`` is always None, for
+                subclasses that hold nothing per row.
 
         Returns:
             ``(first, beam_idx)``: ``first`` is True on the first call of a generation; ``beam_idx`` is
@@ -112,6 +119,8 @@ class ContrastLogitsProcessor(LogitsProcessor):
             raise RuntimeError(
                 f"{hint} (previous input_ids {tuple(prev.shape)}, now {tuple(input_ids.shape)})"
             )
+        if not contents:
+            return False, None
         prefix = input_ids[:, :-1].to(prev.device)
         same = (prefix == prev).all(dim=-1)  # (N,)
         if bool(same.all()):

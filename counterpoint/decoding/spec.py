@@ -49,8 +49,12 @@ _TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bool": (lambda v: isinstance(v, bool), "must be True or False"),
     "str": (lambda v: isinstance(v, str), "must be a string"),
     "layers": (
-        lambda v: _is_int(v) or (isinstance(v, tuple) and bool(v) and all(_is_int(i) for i in v)),
-        "must be a layer index or a non-empty tuple of them",
+        lambda v: (
+            _is_int(v)
+            or (isinstance(v, tuple) and bool(v) and all(_is_int(i) for i in v))
+            or v in ("low", "high")
+        ),
+        "must be a layer index, a non-empty tuple of them, or 'low' / 'high' (DoLa's buckets)",
     ),
     "model": (lambda v: v is not None, "must be a model or a model name"),
     "any": (lambda v: True, ""),
@@ -64,9 +68,9 @@ class Option:
     Attributes:
         name: the option's name (a :class:`GenerationOptions` key; the CLI flag is ``--`` + name with
             ``-`` for ``_``).
-        type: ``"float"``, ``"int"``, ``"bool"``, ``"str"``, ``"layers"`` (an index or a tuple of them),
-            ``"model"`` (a loaded model or a name the backend loads) or ``"any"``. Options of one name share
-            their type across strategies.
+        type: ``"float"``, ``"int"``, ``"bool"``, ``"str"``, ``"layers"`` (an index, a tuple of them, or
+            DoLa's bucket ``"low"`` / ``"high"``), ``"model"`` (a loaded model or a name the backend loads)
+            or ``"any"``. Options of one name share their type across strategies.
         help: what it means for this strategy, one short phrase (the CLI joins the strategies' phrases).
         default: the value used when the option is not given; ``None``: no default (off).
         required: the strategy cannot run without it.

@@ -313,7 +313,7 @@ def test_contrast_must_be_a_config(expert, amateur):
         ),
         ([0, -1], "jsd", r"layer index -1 is out of range"),
         ([0, 1], "fixed", r"layer_mode='fixed' takes one layer"),
-        (1, "dola", r"layer_mode='dola' is not a mode"),
+        (1, "avg", r"layer_mode='avg' is not a mode; use 'fixed', 'jsd', 'fusion' or 'dola'"),
         ([], None, r"must be an int or a non-empty list of ints"),
     ],
 )

@@ -122,7 +122,7 @@ def test_zero_is_a_value_not_unset():
         (
             "layer-contrast",
             {"layers": 1, "layer_mode": "avg"},
-            r"^layer_mode='avg' is not one of: fixed, jsd, fusion$",
+            r"^layer_mode='avg' is not one of: fixed, jsd, fusion, dola$",
         ),
         (
             "input-contrast",
