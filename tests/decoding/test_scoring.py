@@ -81,6 +81,7 @@ def make_scorer(source, expert, amateur, config, rule="distribution", outside_he
         "layer-fixed": (1, "fixed"),
         "layer-jsd": ((0, 1, 2), "jsd"),
         "layer-fusion": ((0, 2), "fusion"),
+        "layer-dola": ((0, 1, 2), "dola"),
     }[source]
     as_arg = layers if isinstance(layers, int) else list(layers)
     return Scorer(EarlierLayers(layers, mode), config, **kw), lambda i: LayerContrast(
