@@ -152,7 +152,7 @@ def _strategy_flags() -> list[Callable[..., Any]]:
             if choices and all(o.choices for _, o in uses)
             else _CLICK_TYPES[option.type]
         )
-        metavar = {"layers": "I[,J...]", "model": "MODEL"}.get(option.type)
+        metavar = {"layers": "I[,J...]|low|high", "model": "MODEL"}.get(option.type)
         flags.append(
             click.option(flag, name, type=kind, default=None, metavar=metavar, help=_option_help(name))
         )
@@ -201,14 +201,14 @@ def _generation_options(kw: dict[str, Any]) -> GenerationOptions:
     strategy and backend before any model loads."""
     given = {name: kw.pop(name) for name in list(options_by_name()) if name in kw}
     given = {name: value for name, value in given.items() if value is not None}
-    if "layers" in given:
+    if "layers" in given and given["layers"] not in ("low", "high"):  # DoLa's buckets stay names
         try:
             parts = tuple(int(p) for p in str(given["layers"]).split(","))
         except ValueError:
             raise OptionError(
                 "layers",
                 given["layers"],
-                "is not a layer index or a comma-separated list of them (e.g. 4 or 2,4,6)",
+                "is not a layer index, a comma-separated list of them (e.g. 4 or 2,4,6), or low / high",
             ) from None
         given["layers"] = parts[0] if len(parts) == 1 else parts
     options = GenerationOptions(**given)

@@ -1,21 +1,35 @@
 """Layer contrast: the expert against its own earlier layer(s), read from the same forward pass.
 
-DoLa-style (Chuang et al. 2023, "DoLa: Decoding by Contrasting Layers Improves Factuality in Large Language
-Models") and the multi-layer fusion of "Lower Layer Matters" (Chen et al. 2024). The premature layer's
-hidden state is captured by a forward pre-hook on the expert's own forward pass and turned into logits
-by the expert's final norm and lm_head, so the amateur costs one extra lm_head (or, under greedy and
-sampling, only the lm_head rows of the expert's plausible head). A :class:`~transformers.LogitsProcessor`
-(:class:`LayerContrast`) and a ``generate(custom_generate=...)`` strategy (:func:`layer_contrast`); vLLM
-does not expose intermediate hidden states, so there is no vLLM path.
+Four modes (see :class:`LayerContrast`):
+
+* ``"dola"``: DoLa (Chuang et al. 2023, "DoLa: Decoding by Contrasting Layers Improves Factuality in
+  Large Language Models") exactly as transformers 4.55.4 runs ``generate(dola_layers=...)``: its
+  ``"low"``/``"high"`` buckets, the premature layer's raw hidden state through the lm_head (no final
+  norm), its divergence, one layer for the whole batch, ``relative_top`` 0.1.
+* ``"jsd"``: counterpoint's normed variant: the premature layers go through the final norm before the
+  lm_head, and each row picks its layer by the true Jensen-Shannon divergence. Not DoLa: other layers,
+  other tokens (and, on SmolLM2, fluent text where exact DoLa degenerates).
+* ``"fixed"``: one layer; ``"fusion"``: the mean of several layers' log-probabilities (after the
+  multi-layer fusion of "Lower Layer Matters", Chen et al. 2024).
+
+The premature layer's hidden state is captured by a forward pre-hook on the expert's own forward pass,
+so the amateur costs lm_head products only: one full product per candidate layer (``jsd``, ``dola``), or,
+under greedy and sampling, only the lm_head rows of the expert's plausible head (``fixed``, ``fusion``).
+A :class:`~transformers.LogitsProcessor` (:class:`LayerContrast`) and a ``generate(custom_generate=...)``
+strategy (:func:`layer_contrast`); vLLM does not expose intermediate hidden states, so there is no vLLM
+path.
 
 Example:
+    >>> out = model.generate(**batch, custom_generate=layer_contrast, amateur_layers="high", layer_mode="dola")
     >>> out = model.generate(**batch, custom_generate=layer_contrast, amateur_layers=[0, 2, 4, 6],
     ...                      layer_mode="jsd", contrast=ContrastConfig(form="difference"), num_beams=4)
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -28,10 +42,25 @@ from counterpoint.decoding.spec import Option, StrategySpec
 from counterpoint.decoding.standard import SEARCH_OPTIONS, check_sampling, search_kwargs
 from counterpoint.errors import OptionError
 
-__all__ = ["HEAD_ONLY_MAX_FRACTION", "LAYER_MODES", "SPEC", "LayerContrast", "layer_contrast"]
+__all__ = [
+    "DOLA",
+    "DOLA_BUCKETS",
+    "HEAD_ONLY_MAX_FRACTION",
+    "LAYER_MODES",
+    "SPEC",
+    "LayerContrast",
+    "dola_bucket",
+    "layer_contrast",
+]
 
-LayerMode = Literal["fixed", "jsd", "fusion"]
-LAYER_MODES = ("fixed", "jsd", "fusion")
+LayerMode = Literal["fixed", "jsd", "fusion", "dola"]
+LAYER_MODES = ("fixed", "jsd", "fusion", "dola")
+DOLA_BUCKETS = ("low", "high")
+
+# DoLa's own scoring rule (transformers 4.55 ``_relative_top_filter`` with ``relative_top=0.1``, then
+# ``final - premature`` on log-probabilities): the difference form at gamma 1, amateur temperature 1,
+# plausibility threshold 0.1. ``layer_mode="dola"`` uses it unless ``contrast`` is given.
+DOLA = ContrastConfig(form="difference", gamma=1.0, alpha=0.1, tau=1.0)
 
 # LayerContrast(head_only=True) gathers the lm_head rows of the union of the batch's plausible heads only
 # while that union holds at most this share of the vocabulary; above it, it runs the full lm_head. The
@@ -42,23 +71,93 @@ LAYER_MODES = ("fixed", "jsd", "fusion")
 HEAD_ONLY_MAX_FRACTION = 0.25
 
 
+def dola_bucket(bucket: str, num_layers: int, tie_word_embeddings: bool) -> list[int]:
+    """DoLa's candidate premature layers for ``dola_layers="low"`` or ``"high"``, as transformers 4.55.4
+    chooses them (``GenerationMixin._dola_decoding``).
+
+    With tied word embeddings the embedding output (layer 0) would only echo the input token, so the
+    buckets start at layer 2 (layer 1 for a 2-layer model, 0 for a 1-layer one). For ``N <= 40`` layers,
+    ``"low"`` is ``range(start, N // 2, 2)`` (``[start]`` when ``start == N // 2``) and ``"high"`` is
+    ``range(N // 2, N, 2)``; deeper models use ``range(start, 20, 2)`` and ``range(N - 20, N, 2)``.
+
+    Args:
+        bucket: ``"low"`` or ``"high"``.
+        num_layers: the model's decoder layers ``N``.
+        tie_word_embeddings: the model config's ``tie_word_embeddings``.
+
+    Returns:
+        The layer indices (hidden-state indices: 0 is the embedding output). Empty in one case, which
+        transformers 4.55 does not handle either: ``"low"`` for a 3-layer model with tied embeddings.
+
+    Example:
+        >>> dola_bucket("low", 30, True), dola_bucket("high", 30, True)
+        ([2, 4, 6, 8, 10, 12, 14], [15, 17, 19, 21, 23, 25, 27, 29])
+    """
+    if bucket not in DOLA_BUCKETS:
+        raise ValueError(f"bucket={bucket!r} is not one of DoLa's buckets: 'low', 'high'")
+    if not tie_word_embeddings:
+        start = 0
+    elif num_layers > 2:
+        start = 2
+    elif num_layers == 2:
+        start = 1
+    else:
+        start = 0
+    if bucket == "low":
+        if start == num_layers // 2:
+            return [start]
+        return list(range(start, num_layers // 2 if num_layers <= 40 else 20, 2))
+    return list(range(num_layers // 2 if num_layers <= 40 else num_layers - 20, num_layers, 2))
+
+
+def _tied(model: PreTrainedModel) -> bool:
+    """The config's ``tie_word_embeddings`` as transformers 4.55 reads it (its base config defaulted to
+    True; 5.x keeps the field on the model configs only)."""
+    for config in (model.config, model.config.get_text_config()):
+        tied = getattr(config, "tie_word_embeddings", None)
+        if tied is not None:
+            return bool(tied)
+    return True
+
+
 class LayerContrast(ContrastLogitsProcessor):
     """The amateur is an earlier layer of the expert, read from the expert's own forward pass.
 
-    ``amateur_layers`` index the hidden states the way ``output_hidden_states`` does: ``k`` is the input
-    of decoder layer ``k`` (0 is the embedding output, ``L - 1`` the input of the last layer), valid in
-    ``[0, L - 1]``. A forward pre-hook on each chosen layer keeps the last position's hidden state; the
-    expert's final norm and lm_head turn it into logits (models that scale or soft-cap their logits after
-    the lm_head are not corrected for).
+    ``amateur_layers`` index the hidden states the way ``output_hidden_states`` does (and DoLa's
+    ``dola_layers``): ``k`` is the input of decoder layer ``k`` (0 is the embedding output, ``L - 1`` the
+    input of the last layer), valid in ``[0, L - 1]``. A forward pre-hook on each chosen layer keeps the
+    last position's hidden state. For ``"dola"``, ``amateur_layers`` may also be DoLa's bucket ``"low"``
+    or ``"high"`` (:func:`dola_bucket`); ``"jsd"`` and ``"fusion"`` take the buckets too, as the same lists.
 
     Modes:
-        * ``"fixed"``: one layer.
-        * ``"jsd"``: per row and per step, the candidate layer whose next-token distribution is furthest
-          from the final layer's in Jensen-Shannon divergence (DoLa's dynamic premature layer; old
-          transformers DoLa picked one layer for the whole batch, here every row picks its own).
-        * ``"fusion"``: the mean of the chosen layers' log-probabilities, i.e. their normalized geometric
-          mean, as one amateur (after the multi-layer fusion of "Lower Layer Matters", Chen et al. 2024;
-          the rule here is ours: an unweighted log-linear pool).
+        * ``"dola"``: transformers 4.55.4's ``generate(dola_layers=...)``, token for token in fp32 (greedy
+          and sampling, any batch). Per step: each candidate's *raw* hidden state (no final norm; 4.55
+          never projects the last, normed entry of ``hidden_states``) through the lm_head; with several
+          candidates, the one with the largest ``0.5 * (KL(M || P) + KL(M || Q_k))`` averaged over the
+          vocabulary and then over the batch's rows (``F.kl_div(log p, M)`` on both sides, ``M`` the mean
+          of the two distributions): ONE layer for the whole batch, so a row's tokens depend on the rows
+          batched with it, as in 4.55 (at batch 1 this is the original DoLa code's per-example choice).
+          Scores: ``log p_final - log p_premature`` on the tokens within ``relative_top`` 0.1 of the
+          final layer's most likely one, ``-inf`` elsewhere (:data:`DOLA`, used unless ``contrast`` is
+          given). Like 4.55 it applies no repetition penalty of its own: 4.55 only warns that 1.2 is
+          recommended; pass ``repetition_penalty=1.2`` to ``generate`` for that. The final layer's index
+          ``L`` in a list (DoLa's original scripts list the mature layer last) is dropped with a warning,
+          as 4.55 drops it; indices past it are refused (4.55 drops them silently). Differences from
+          4.55: under beam search 4.55 ignores ``dola_layers`` (plain beam search) where this runs beam
+          search over DoLa's scores; in half precision 4.55 takes the premature layers' log-softmax in
+          the model's dtype for the final scores, this in fp32; and the choice of layer is computed
+          without reading the chosen index back to the host.
+        * ``"jsd"``: counterpoint's normed variant, not DoLa: each premature hidden state goes through the
+          expert's final norm before the lm_head, and each row (not the batch) picks the candidate whose
+          next-token distribution is furthest from the final layer's in true Jensen-Shannon divergence,
+          ``0.5 * (KL(P || M) + KL(Q || M))``.
+        * ``"fixed"``: one layer (final norm, then lm_head).
+        * ``"fusion"``: the mean of the chosen layers' log-probabilities (each normed), i.e. their
+          normalized geometric mean, as one amateur (after the multi-layer fusion of "Lower Layer
+          Matters", Chen et al. 2024; the rule here is ours: an unweighted log-linear pool).
+
+    Models that scale or soft-cap their logits after the lm_head (Gemma 2, Cohere, Granite) are not
+    corrected for on the premature layers, in any mode (4.55's DoLa does not either).
 
     Head only (``head_only=True``, modes ``"fixed"`` and ``"fusion"``): inside the expert's plausible head
     the amateur enters the score only through ``z_a(v) = l_a(v) / tau - logsumexp(l_a / tau)`` (for
@@ -71,20 +170,24 @@ class LayerContrast(ContrastLogitsProcessor):
     last bits (a near-tie could break the other way). It is NOT valid where scores are compared across
     rows or accumulated (beam search: a processor that sees rows reordered raises ``RuntimeError``), nor
     with processors after it that are not shift invariant (repetition penalty), nor for ``output_scores``
-    users who need the formula's values; ``"jsd"`` needs the full distributions and refuses it. When the
-    union of the heads exceeds :data:`HEAD_ONLY_MAX_FRACTION` of the vocabulary, or the lm_head is not a
-    plain ``nn.Linear``, that step runs the full, exact path. The ``layer_contrast`` custom_generate
-    function turns it on by itself when all of this is known to hold.
+    users who need the formula's values; ``"jsd"`` and ``"dola"`` need the full distributions and refuse
+    it. When the union of the heads exceeds :data:`HEAD_ONLY_MAX_FRACTION` of the vocabulary, or the
+    lm_head is not a plain ``nn.Linear``, that step runs the full, exact path. The gathered path reads the
+    union's size back to the host once per step (a device synchronisation on a GPU), so the
+    ``layer_contrast`` custom_generate function turns it on by itself only for an lm_head on the CPU, and
+    only when all of the above is known to hold. Without it, a step reads nothing back to the host.
 
     Stateful: hooks stay on the model until :meth:`close` (or leaving a ``with`` block); call
     :meth:`reset` between generations. Must be the first processor (it reads the raw expert logits).
 
     Args:
         model: the expert.
-        amateur_layers: one index or a list of indices.
-        layer_mode: ``"fixed"``, ``"jsd"`` or ``"fusion"``; default ``"fixed"`` for one index, ``"jsd"``
-            for a list.
-        contrast: how scores combine (DoLa itself is ``ContrastConfig(form="difference", gamma=1.0)``).
+        amateur_layers: one index, a list of indices, or (``"dola"``, ``"jsd"``, ``"fusion"``) DoLa's
+            bucket ``"low"`` or ``"high"``.
+        layer_mode: ``"fixed"``, ``"jsd"``, ``"fusion"`` or ``"dola"``; default ``"fixed"`` for one index,
+            ``"jsd"`` for a list, ``"dola"`` for a bucket.
+        contrast: how scores combine. Default :data:`DOLA` (DoLa's rule) under ``"dola"``, else
+            ``ContrastConfig()``.
         head_only: compute the amateur on the expert's plausible head only (see above). Default False:
             the exact scores, valid under every search.
     """
@@ -92,40 +195,22 @@ class LayerContrast(ContrastLogitsProcessor):
     def __init__(
         self,
         model: PreTrainedModel,
-        amateur_layers: int | list[int],
+        amateur_layers: int | list[int] | str,
         layer_mode: LayerMode | None = None,
         contrast: ContrastConfig | None = None,
         head_only: bool = False,
     ) -> None:
-        super().__init__(contrast)
         layers, self._norm, self._head = _hf.decoder_parts(model)
-        n_layers = len(layers)
-        chosen = [amateur_layers] if isinstance(amateur_layers, int) else list(amateur_layers)
-        if not chosen or not all(isinstance(k, int) and not isinstance(k, bool) for k in chosen):
-            raise ValueError(f"amateur_layers={amateur_layers!r} must be an int or a non-empty list of ints")
-        bad = [k for k in chosen if not 0 <= k < n_layers]
-        if bad:
-            raise ValueError(
-                f"amateur_layers={amateur_layers!r}: layer index {bad[0]} is out of range; {type(model).__name__} "
-                f"has {n_layers} decoder layers, so valid indices are 0..{n_layers - 1} (0 = embeddings; "
-                f"{n_layers} would be the expert's own final layer)"
-            )
-        if len(set(chosen)) != len(chosen):
-            raise ValueError(f"amateur_layers={amateur_layers!r} repeats a layer")
-        if layer_mode is None:
-            layer_mode = "fixed" if len(chosen) == 1 else "jsd"
-        if layer_mode not in ("fixed", "jsd", "fusion"):
-            raise ValueError(f"layer_mode={layer_mode!r} is not a mode; use 'fixed', 'jsd' or 'fusion'")
-        if layer_mode == "fixed" and len(chosen) != 1:
-            raise ValueError(
-                f"layer_mode='fixed' takes one layer but amateur_layers={amateur_layers!r}; use 'jsd' or 'fusion'"
-            )
+        chosen, layer_mode = _resolve_layers(model, len(layers), amateur_layers, layer_mode)
+        if contrast is None and layer_mode == "dola":
+            contrast = DOLA
+        super().__init__(contrast)
         if not isinstance(head_only, bool):
             raise TypeError(f"head_only={head_only!r} must be True or False")
-        if head_only and layer_mode == "jsd":
+        if head_only and layer_mode in ("jsd", "dola"):
             raise ValueError(
-                "head_only=True needs layer_mode 'fixed' or 'fusion': layer_mode='jsd' chooses the premature "
-                "layer by Jensen-Shannon divergence, which needs the full distributions"
+                f"head_only=True needs layer_mode 'fixed' or 'fusion': layer_mode={layer_mode!r} chooses the "
+                "premature layer by a divergence over the whole vocabulary, which needs the full distributions"
             )
         self.model = model
         self.amateur_layers = chosen
@@ -166,6 +251,12 @@ class LayerContrast(ContrastLogitsProcessor):
         self._captured = {}
         self._prev_ids = None
 
+    def _follow(self, input_ids: torch.Tensor, contents: bool = True) -> tuple[bool, torch.Tensor | None]:
+        # Nothing here is kept per row, so rows may move (beam search) freely, except on the head-only path,
+        # which must refuse them: only it compares tokens (a host-device synchronisation); the others
+        # check shapes only.
+        return super()._follow(input_ids, contents=contents and self.head_only)
+
     @torch.no_grad()
     def _amateur_logits(
         self, input_ids: torch.Tensor, scores: torch.Tensor, first: bool, beam_idx: torch.Tensor | None
@@ -188,7 +279,13 @@ class LayerContrast(ContrastLogitsProcessor):
             fast = self._head_logits(hidden, scores)
             if fast is not None:
                 return fast
-        logits = self._head(self._norm(hidden)).float().to(scores.device)  # (C, N, V)
+        if self.layer_mode == "dola":
+            logits = self._project(hidden).to(scores.device)  # (C, N, V) raw states, no final norm
+            if logits.shape[0] == 1:
+                return logits[0]
+            pick = _dola_layer(scores.float(), logits)  # (1,) one layer for the batch
+            return logits.index_select(0, pick)[0]  # (N, V)
+        logits = self._project(self._norm(hidden)).float().to(scores.device)  # (C, N, V)
         if self.layer_mode == "fixed":
             return logits[0]
         logp = torch.log_softmax(logits, dim=-1)  # (C, N, V)
@@ -196,9 +293,26 @@ class LayerContrast(ContrastLogitsProcessor):
             return logp.mean(dim=0)  # (N, V): log of the geometric mean, renormalized downstream
         # jsd: per row, the layer furthest from the final distribution.
         final = torch.log_softmax(scores.float(), dim=-1)[None]  # (1, N, V)
-        jsd = _jsd(final.expand_as(logp), logp)  # (C, N)
-        pick = jsd.argmax(dim=0)  # (N,)
+        pick = _jsd(final, logp).argmax(dim=0)  # (N,)
         return logp.gather(0, pick[None, :, None].expand(1, *logp.shape[1:]))[0]  # (N, V)
+
+    def _project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``(C, N, H)`` hidden states through the lm_head: ``(C, N, V)``, in the lm_head's dtype.
+
+        A plain ``nn.Linear`` head is applied as one ``W @ X^T`` over the ``C x N`` columns: on a CPU, for
+        the few rows of a decoding step, that streams the weight once where ``F.linear`` (``X @ W^T``) is
+        up to twice slower; the values are the same products, summed in another order (float rounding).
+        """
+        weight = getattr(self._head, "weight", None)
+        if type(self._head) is not torch.nn.Linear or weight is None or weight.dim() != 2:
+            return self._head(hidden)
+        c, n, h = hidden.shape
+        columns = hidden.reshape(c * n, h).to(weight.dtype).T  # (H, C*N)
+        bias = self._head.bias
+        out = (
+            torch.mm(weight, columns) if bias is None else torch.addmm(bias[:, None], weight, columns)
+        )  # (V, C*N)
+        return out.T.reshape(c, n, -1).contiguous()
 
     def _head_logits(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
         """The amateur on the union of the rows' plausible heads only, ``-inf`` elsewhere.
@@ -219,7 +333,7 @@ class LayerContrast(ContrastLogitsProcessor):
         n, vocab = scores.shape
         # The head exactly as contrast_scores will compute it, so every row's head lies in the union.
         head = plausible_head(torch.log_softmax(scores.float(), dim=-1), self.contrast.alpha)  # (N, V)
-        cols = head.any(dim=0).nonzero()[:, 0]  # (U,) union of the rows' heads
+        cols = head.any(dim=0).nonzero()[:, 0]  # (U,) union of the rows' heads (reads U back: a sync)
         if cols.numel() > HEAD_ONLY_MAX_FRACTION * vocab:
             return None
         idx = cols.to(weight.device)
@@ -234,18 +348,122 @@ class LayerContrast(ContrastLogitsProcessor):
         return out
 
 
+def _resolve_layers(
+    model: PreTrainedModel, n_layers: int, amateur_layers: Any, layer_mode: Any
+) -> tuple[list[int], LayerMode]:
+    """``(layer indices, mode)`` from what the caller gave, checked against the model's depth."""
+    if layer_mode is not None and layer_mode not in LAYER_MODES:
+        raise ValueError(f"layer_mode={layer_mode!r} is not a mode; use 'fixed', 'jsd', 'fusion' or 'dola'")
+    name = type(model).__name__
+    if isinstance(amateur_layers, str):
+        if amateur_layers not in DOLA_BUCKETS:
+            raise ValueError(
+                f"amateur_layers={amateur_layers!r} is not a layer bucket; use 'low' or 'high' (DoLa's), an int "
+                "or a list of ints"
+            )
+        layer_mode = layer_mode or "dola"
+        if layer_mode == "fixed":
+            raise ValueError(
+                f"amateur_layers={amateur_layers!r} is a bucket of layers but layer_mode='fixed' takes one "
+                "layer; use 'dola', 'jsd' or 'fusion'"
+            )
+        chosen = dola_bucket(amateur_layers, n_layers, _tied(model))
+        if not chosen:
+            raise ValueError(
+                f"amateur_layers={amateur_layers!r} is empty for {name}: with {n_layers} decoder layers and tied "
+                "embeddings DoLa's bucket runs from layer 2 to below layer "
+                f"{n_layers // 2} (transformers 4.55 fails on it too); list the layers instead"
+            )
+        return chosen, layer_mode
+    chosen = [amateur_layers] if isinstance(amateur_layers, int) else list(amateur_layers)
+    if not chosen or not all(isinstance(k, int) and not isinstance(k, bool) for k in chosen):
+        raise ValueError(
+            f"amateur_layers={amateur_layers!r} must be an int or a non-empty list of ints (or DoLa's bucket "
+            "'low' / 'high')"
+        )
+    if layer_mode is None:
+        layer_mode = "fixed" if len(chosen) == 1 else "jsd"
+    if layer_mode == "dola" and n_layers in chosen:
+        # DoLa's original scripts list the mature (final) layer last; 4.55 keeps only indices below it.
+        warnings.warn(
+            f"amateur_layers={amateur_layers!r}: layer {n_layers} is {name}'s final layer (the expert itself), "
+            "not a premature layer; dropped, as transformers 4.55's DoLa drops it",
+            UserWarning,
+            stacklevel=3,
+        )
+        chosen = [k for k in chosen if k != n_layers]
+        if not chosen:
+            raise ValueError(
+                f"amateur_layers={amateur_layers!r} holds no premature layer: {n_layers} is {name}'s final "
+                f"layer; give indices in 0..{n_layers - 1}"
+            )
+    bad = [k for k in chosen if not 0 <= k < n_layers]
+    if bad:
+        last = (
+            f"{n_layers}, the final layer, is dropped under layer_mode='dola'"
+            if layer_mode == "dola"
+            else f"{n_layers} would be the expert's own final layer"
+        )
+        raise ValueError(
+            f"amateur_layers={amateur_layers!r}: layer index {bad[0]} is out of range; {name} has {n_layers} "
+            f"decoder layers, so valid indices are 0..{n_layers - 1} (0 = embeddings; {last})"
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"amateur_layers={amateur_layers!r} repeats a layer")
+    if layer_mode == "fixed" and len(chosen) != 1:
+        raise ValueError(
+            f"layer_mode='fixed' takes one layer but amateur_layers={amateur_layers!r}; use 'jsd', 'fusion' or "
+            "'dola'"
+        )
+    return chosen, layer_mode
+
+
 def _remove_hooks(handles: list[Any]) -> None:
     for h in handles:
         h.remove()  # removing twice is harmless
 
 
 def _jsd(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
-    """Jensen-Shannon divergence over the last dim of two log-probability tensors (natural log)."""
-    logm = torch.logaddexp(logp, logq) - torch.log(torch.tensor(2.0, device=logp.device))
+    """Jensen-Shannon divergence over the last dim of two log-probability tensors (natural log, broadcast).
+
+    As ``0.5 * (sum p log p + sum q log q) - sum m log m`` with ``m = (p + q) / 2``: one logarithm per
+    element (of ``m``), dot products for the sums; ``0 log 0 = 0``.
+    """
     p, q = logp.exp(), logq.exp()
-    kl_p = torch.where(p > 0, p * (logp - logm), 0.0).sum(-1)
-    kl_q = torch.where(q > 0, q * (logq - logm), 0.0).sum(-1)
-    return 0.5 * (kl_p + kl_q)
+    m = torch.add(p, q).mul_(0.5)
+    log_m = torch.log(m.clamp(min=torch.finfo(m.dtype).tiny))  # finite where m underflows to 0 (m log m = 0)
+    dot = torch.linalg.vecdot
+    return 0.5 * (dot(p, logp) + dot(q, logq)) - dot(m, log_m)
+
+
+def _dola_divergence(final: torch.Tensor, premature: torch.Tensor) -> torch.Tensor:
+    """transformers 4.55.4's divergence of each candidate from the final layer (``_dola_select_contrast``).
+
+    Args:
+        final: ``(N, V)`` the final layer's logits, fp32.
+        premature: ``(C, N, V)`` the candidates' logits, in the lm_head's dtype (as 4.55 leaves them).
+
+    Returns:
+        ``(C,)``: ``0.5 * (KL(M || P) + KL(M || Q_k))`` averaged over the vocabulary, then over the rows
+        (``F.kl_div(log p, M)`` and ``F.kl_div(log q_k, M)``; ``M = (P + Q_k) / 2``). The same operations as
+        4.55 in the same order, so the same floats: ``F.kl_div(x, t, reduction="none")`` is
+        ``xlogy(t, t) - t * x``, and the ``xlogy`` both of its calls compute is computed once here.
+    """
+    soft_final = torch.softmax(final, dim=-1)  # (N, V)
+    soft_premature = torch.softmax(premature, dim=-1)  # (C, N, V)
+    avg = 0.5 * (soft_final[None] + soft_premature)  # (C, N, V)
+    log_final = torch.log_softmax(final, dim=-1)
+    log_premature = torch.log_softmax(premature, dim=-1)
+    xlogx = torch.xlogy(avg, avg)
+    kl1 = (xlogx - avg * log_final[None]).mean(-1)  # (C, N)
+    kl2 = (xlogx - avg * log_premature).mean(-1)  # (C, N)
+    return (0.5 * (kl1 + kl2)).mean(-1)  # (C,)
+
+
+def _dola_layer(final: torch.Tensor, premature: torch.Tensor) -> torch.Tensor:
+    """``(1,)`` long: the candidate 4.55 contrasts (the largest :func:`_dola_divergence`; first on ties),
+    left on the device (4.55 reads it back with ``.item()``)."""
+    return _dola_divergence(final, premature).argmax().view(1)
 
 
 @strategy
@@ -257,28 +475,36 @@ def layer_contrast(
     generation_config: GenerationConfig,
     synced_gpus: bool = False,
     streamer: Any = None,
-    amateur_layers: int | list[int] | None = None,
+    amateur_layers: int | list[int] | str | None = None,
     layer_mode: LayerMode | None = None,
     contrast: ContrastConfig | None = None,
     head_only: bool | None = None,
     **model_kwargs: Any,
 ) -> Any:
-    """Contrast the expert with its own earlier layer(s), read from the same forward pass (DoLa-style).
+    """Contrast the expert with its own earlier layer(s), read from the same forward pass.
 
-    Use as ``model.generate(..., custom_generate=layer_contrast, amateur_layers=[0, 2, 4],
-    layer_mode="jsd", contrast=ContrastConfig(...))``. See :class:`LayerContrast` for the layer indexing
-    and the three modes.
+    Use as ``model.generate(..., custom_generate=layer_contrast, amateur_layers="low", layer_mode="dola")``
+    (DoLa exactly as transformers 4.55.4's ``generate(dola_layers="low")``) or ``amateur_layers=[0, 2, 4],
+    layer_mode="jsd", contrast=ContrastConfig(...)``. See :class:`LayerContrast` for the layer indexing and
+    the four modes.
 
     Args:
+        amateur_layers: an index, a list of indices (0 = embedding output), or DoLa's ``"low"`` / ``"high"``.
+        layer_mode: ``"dola"``, ``"jsd"``, ``"fixed"`` or ``"fusion"`` (default: from ``amateur_layers``).
+        contrast: the scoring rule; default DoLa's (:data:`DOLA`) under ``"dola"``, else ``ContrastConfig()``.
         head_only: compute the amateur on the expert's plausible head only (see :class:`LayerContrast`).
-            None (default) turns it on exactly when the tokens cannot change: greedy or sampling (not beam
-            search), layer_mode ``"fixed"`` or ``"fusion"``, ``output_scores`` off (so returned scores are
-            always the formula's), and every other logits processor is shift invariant (a repetition
-            penalty or a processor of your own keeps the full path). True forces it where the search
-            allows it (``output_scores`` then come shifted by a per-row constant); False never uses it.
+            None (default) turns it on exactly when the tokens cannot change and it pays: greedy or
+            sampling (not beam search), layer_mode ``"fixed"`` or ``"fusion"``, ``output_scores`` off (so
+            returned scores are always the formula's), every other logits processor shift invariant (a
+            repetition penalty or a processor of your own keeps the full path), and the lm_head on the CPU
+            (on a GPU the full product costs less than the device synchronisation the head's size needs).
+            True forces it where the search allows it (``output_scores`` then come shifted by a per-row
+            constant); False never uses it.
     """
     if amateur_layers is None:
-        raise ValueError("layer_contrast needs amateur_layers=<int or list of ints> (0 = embedding output)")
+        raise ValueError(
+            "layer_contrast needs amateur_layers=<int, list of ints, or 'low' / 'high'> (0 = embedding output)"
+        )
     if head_only not in (None, True, False):
         raise TypeError(f"head_only={head_only!r} must be None (automatic), True or False")
     beams = (generation_config.num_beams or 1) > 1
@@ -290,11 +516,14 @@ def layer_contrast(
         )
     processor = LayerContrast(model, amateur_layers, layer_mode, contrast, head_only=bool(head_only))
     if head_only is None:
+        weight = getattr(processor._head, "weight", None)
         processor.head_only = (
             not beams
-            and processor.layer_mode != "jsd"
+            and processor.layer_mode in ("fixed", "fusion")
             and not generation_config.output_scores
             and all(isinstance(p, _hf.ROW_SHIFT_SAFE_PROCESSORS) for p in logits_processor or [])
+            and weight is not None
+            and weight.device.type == "cpu"
         )
     return run_contrast(
         model, processor, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, streamer,
@@ -305,50 +534,94 @@ def layer_contrast(
 def _check(values: dict[str, Any]) -> None:
     check_sampling(values)
     layers = values["layers"]
-    count = 1 if isinstance(layers, int) else len(layers)
     mode = values["layer_mode"]
-    if mode == "fixed" and count != 1:
+    if mode == "fixed" and isinstance(layers, str):
+        raise OptionError(
+            "layers", layers, "is a bucket of layers (DoLa's) but layer_mode 'fixed' takes one; use layer_mode "
+            "'dola', 'jsd' or 'fusion'",
+        )  # fmt: skip
+    if mode == "fixed" and not isinstance(layers, int) and len(layers) != 1:
         raise OptionError(
             "layers",
             layers,
-            "holds several layers but layer_mode 'fixed' takes one; use layer_mode 'jsd' or 'fusion'",
+            "holds several layers but layer_mode 'fixed' takes one; use layer_mode 'dola', 'jsd' or 'fusion'",
         )
 
 
 def _check_model(values: dict[str, Any], facts: Any) -> None:
     layers = values["layers"]
+    if isinstance(layers, str):
+        return  # a bucket is made from the model's own depth (an empty one is refused when it loads)
     chosen = (layers,) if isinstance(layers, int) else layers
     n = facts.num_layers
-    if n is not None and any(k >= n for k in chosen):
+    dola = values["layer_mode"] == "dola"
+    if n is not None and any(k > n or (k == n and not dola) for k in chosen):
+        last = (
+            f"{n}, the final layer, is dropped under layer_mode 'dola'"
+            if dola
+            else f"{n} would be the final layer itself"
+        )
         raise OptionError(
             "layers", layers,
-            f"is out of range: the model has {n} decoder layers, so valid indices are 0..{n - 1} (0 = embeddings; "
-            f"{n} would be the final layer itself)",
+            f"is out of range: the model has {n} decoder layers, so valid indices are 0..{n - 1} (0 = embeddings; {last})",
         )  # fmt: skip
+
+
+def _contrast(values: dict[str, Any]) -> ContrastConfig:
+    """The contrast options given, over DoLa's rule under layer_mode 'dola' and the defaults elsewhere."""
+    base = DOLA if values["layer_mode"] == "dola" else ContrastConfig()
+    return replace(
+        base, **{o.name: values[o.name] for o in CONTRAST_OPTIONS if values.get(o.name) is not None}
+    )
+
+
+# The contrast options, with ``form`` left unset by default: unset, it is DoLa's ``"difference"`` under
+# layer_mode 'dola' and ContrastConfig's ``"beta"`` elsewhere (see _contrast). The other defaults are DoLa's
+# values already (alpha = relative_top 0.1, gamma 1, tau 1; a test pins that).
+_LAYER_CONTRAST_OPTIONS = tuple(
+    replace(
+        o, default=None, help=f"{o.help}; default 'difference' under layer_mode dola (DoLa's), else 'beta'"
+    )
+    if o.name == "form"
+    else o
+    for o in CONTRAST_OPTIONS
+)
+
+
+def _layers_ok(v: Any) -> bool:
+    return (
+        v in DOLA_BUCKETS if isinstance(v, str) else all(i >= 0 for i in ((v,) if isinstance(v, int) else v))
+    )
 
 
 SPEC = StrategySpec(
     position=30,
     name="layer-contrast",
-    summary="final layer vs early layers of the same model (DoLa-style, Chuang et al. 2023)",
+    summary="final layer vs early layers of the same model (DoLa exactly as transformers 4.55, Chuang et al. "
+            "2023, or counterpoint's normed variants)",
     options=(
         Option(
             "layers",
             "layers",
-            "amateur layer index or indices (0 = embeddings)",
+            "amateur layer index or indices (0 = embeddings), or DoLa's bucket 'low' or 'high'",
             required=True,
-            check=lambda v: all(i >= 0 for i in ((v,) if isinstance(v, int) else v)),
-            valid="must hold layer indices >= 0 (0 = the embedding output)",
+            check=_layers_ok,
+            valid="must hold layer indices >= 0 (0 = the embedding output), or be 'low' or 'high'",
         ),
-        Option("layer_mode", "str", "how the layers are used", default="fixed", choices=LAYER_MODES),
-        *CONTRAST_OPTIONS,
+        Option(
+            "layer_mode", "str",
+            "dola (transformers 4.55's DoLa: raw layers, one layer per batch), jsd (normed layers, per-row "
+            "Jensen-Shannon choice), fixed (one layer) or fusion (mean of the layers' log-probabilities)",
+            default="fixed", choices=LAYER_MODES,
+        ),
+        *_LAYER_CONTRAST_OPTIONS,
         *SEARCH_OPTIONS,
-    ),  # fmt: skip
+    ),
     build=lambda values: {
         "custom_generate": layer_contrast,
-        "amateur_layers": values["layers"] if isinstance(values["layers"], int) else list(values["layers"]),
+        "amateur_layers": values["layers"] if isinstance(values["layers"], int | str) else list(values["layers"]),
         "layer_mode": values["layer_mode"],
-        "contrast": ContrastConfig.from_options(values),
+        "contrast": _contrast(values),
         **search_kwargs(values),
     },
     no_vllm="it needs the hidden states of intermediate layers at every step, which vLLM does not expose",
@@ -356,4 +629,4 @@ SPEC = StrategySpec(
     check_model=_check_model,
     streams=lambda values: values["num_beams"] == 1,
     aliases=("layer_contrast",),
-)
+)  # fmt: skip

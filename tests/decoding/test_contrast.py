@@ -282,8 +282,11 @@ def test_mismatched_tokenizers_are_refused(expert, amateur):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"alpha": 0.0}, r"alpha=0.0 must be in \(0, 1\]"),
-        ({"alpha": 1.5}, r"alpha=1.5 must be in \(0, 1\]"),
+        (
+            {"alpha": -0.1},
+            r"alpha=-0.1 must be in \[0, 1\] \(the plausibility threshold; 0 keeps every token",
+        ),
+        ({"alpha": 1.5}, r"alpha=1.5 must be in \[0, 1\]"),
         ({"beta": -0.1}, r"beta=-0.1 must be >= 0"),
     ],
 )
@@ -310,7 +313,7 @@ def test_contrast_must_be_a_config(expert, amateur):
         ),
         ([0, -1], "jsd", r"layer index -1 is out of range"),
         ([0, 1], "fixed", r"layer_mode='fixed' takes one layer"),
-        (1, "dola", r"layer_mode='dola' is not a mode"),
+        (1, "avg", r"layer_mode='avg' is not a mode; use 'fixed', 'jsd', 'fusion' or 'dola'"),
         ([], None, r"must be an int or a non-empty list of ints"),
     ],
 )

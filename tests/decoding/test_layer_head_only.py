@@ -43,8 +43,9 @@ def batch():
 
 @contextmanager
 def count_full_heads(model):
-    """Counts forward passes and calls of the lm_head module; ``full_extra`` is the steps on which layer
-    contrast ran the whole lm_head for its amateur (the model's own forward calls it once per pass)."""
+    """Counts forward passes and full lm_head products (calls of the lm_head module, and LayerContrast's
+    own product over its weight, ``_project``); ``full_extra`` is the steps on which layer contrast ran the
+    whole lm_head for its amateur (the model's own forward calls it once per pass)."""
     counts = {"forward": 0, "head": 0}
 
     def on_forward(*_):
@@ -53,10 +54,19 @@ def count_full_heads(model):
     def on_head(*_):
         counts["head"] += 1
 
+    project = LayerContrast._project
+
+    def counted_project(self, hidden):
+        if self.model is model:
+            on_head()
+        return project(self, hidden)
+
     hooks = [model.register_forward_hook(on_forward), model.lm_head.register_forward_hook(on_head)]
+    LayerContrast._project = counted_project
     try:
         yield counts
     finally:
+        LayerContrast._project = project
         for h in hooks:
             h.remove()
         counts["full_extra"] = counts["head"] - counts["forward"]

@@ -220,7 +220,7 @@ def test_extra_args_round_trip_and_errors():
         parse_contrast_args({"counterpoint_contrast": {"bta": 0.5}})
     with pytest.raises(ValueError, match=r"must be a dict of ContrastConfig fields"):
         parse_contrast_args({"counterpoint_contrast": 0.5})
-    with pytest.raises(ValueError, match=r"alpha=2.0 must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"alpha=2.0 must be in \[0, 1\]"):
         parse_contrast_args({"counterpoint_contrast": {"alpha": 2.0}})
 
 
