@@ -36,3 +36,15 @@ def minilm():
     from counterpoint.models import load_embedder
 
     return load_embedder(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    """SmolLM2-135M-Instruct's tokenizer alone (left padding, pad = <|im_end|>), loaded once."""
+    from transformers import AutoTokenizer
+
+    from counterpoint.models import resolve_language_model_path
+
+    tok = AutoTokenizer.from_pretrained(resolve_language_model_path(None))
+    tok.padding_side = "left"
+    return tok

@@ -7,18 +7,6 @@ import pytest
 from tests.tiny_models import tiny_llama
 
 
-@pytest.fixture(scope="session")
-def smol_tokenizer():
-    """SmolLM2-135M-Instruct's tokenizer alone (left padding, pad = <|im_end|>), loaded once."""
-    from transformers import AutoTokenizer
-
-    from counterpoint.models import resolve_language_model_path
-
-    tok = AutoTokenizer.from_pretrained(resolve_language_model_path(None))
-    tok.padding_side = "left"
-    return tok
-
-
 def make_tiny(tokenizer, seed: int = 0, n_layer: int = 2):
     """A random 2-layer llama over SmolLM2's vocabulary (49152), hidden 16: fast, and its special ids match."""
     model = tiny_llama(seed=seed, n_layer=n_layer, vocab_size=len(tokenizer), hidden=16)
