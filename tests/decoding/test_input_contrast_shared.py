@@ -13,6 +13,7 @@ import torch
 from transformers import LogitsProcessor
 from transformers.generation.streamers import BaseStreamer  # noqa: TID251 (a test's streamer)
 
+from counterpoint._hf import output_cache
 from counterpoint.decoding import ContrastConfig, input_contrast
 from counterpoint.decoding import engine as engine_module
 from counterpoint.decoding.engine import AlteredPrompt, SharedForwardContrast
@@ -225,7 +226,7 @@ def test_dict_output_is_what_the_two_forward_path_returns(expert):
         for a, b in zip(step_a, step_b, strict=True):
             assert a.shape == b.shape
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    for la, lb in zip(shared.cache.layers, two.cache.layers, strict=True):
+    for la, lb in zip(output_cache(shared).layers, output_cache(two).layers, strict=True):
         assert la.keys.shape == lb.keys.shape  # N rows, the real rows' own columns
         torch.testing.assert_close(la.keys, lb.keys, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(la.values, lb.values, rtol=1e-5, atol=1e-5)
@@ -291,12 +292,12 @@ def test_hooks_and_cache_reorder_are_removed_even_after_an_error(expert):
         )
     assert not expert._forward_pre_hooks and not expert._forward_hooks
     out = expert.generate(**batch, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
-    assert "reorder_cache" not in vars(out.cache)
+    assert "reorder_cache" not in vars(output_cache(out))
     out = expert.generate(
         **batch, max_new_tokens=2, num_beams=2, return_dict_in_generate=True, **kwargs_for(alt, config, True)
     )
-    assert "reorder_cache" not in vars(out.cache)
-    assert out.cache.layers[0].keys.shape[0] == 4  # 2 prompts x 2 beams, the altered rows cut away
+    assert "reorder_cache" not in vars(output_cache(out))
+    assert output_cache(out).layers[0].keys.shape[0] == 4  # 2 prompts x 2 beams, the altered rows cut away
 
 
 def test_one_forward_per_step(expert):
