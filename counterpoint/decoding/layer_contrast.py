@@ -143,10 +143,12 @@ class LayerContrast(ContrastLogitsProcessor):
           recommended; pass ``repetition_penalty=1.2`` to ``generate`` for that. The final layer's index
           ``L`` in a list (DoLa's original scripts list the mature layer last) is dropped with a warning,
           as 4.55 drops it; indices past it are refused (4.55 drops them silently). Differences from
-          4.55: under beam search 4.55 ignores ``dola_layers`` (plain beam search) where this runs beam
-          search over DoLa's scores; in half precision 4.55 takes the premature layers' log-softmax in
-          the model's dtype for the final scores, this in fp32; and the choice of layer is computed
-          without reading the chosen index back to the host.
+          4.55: the lm_head product and the divergence are computed in another order, faster (equal up
+          to float rounding: two candidates whose divergences tie to the last bits could be told apart
+          the other way, as two BLAS builds could); 4.55 reads the chosen index back to the host, this
+          does not; in half precision 4.55 takes the premature layers' softmax in the model's dtype,
+          this in fp32; and under beam search 4.55 ignores ``dola_layers`` (plain beam search) where this
+          runs beam search over DoLa's scores.
         * ``"jsd"``: counterpoint's normed variant, not DoLa: each premature hidden state goes through the
           expert's final norm before the lm_head, and each row (not the batch) picks the candidate whose
           next-token distribution is furthest from the final layer's in true Jensen-Shannon divergence,
@@ -216,6 +218,9 @@ class LayerContrast(ContrastLogitsProcessor):
         self.amateur_layers = chosen
         self.layer_mode: LayerMode = layer_mode
         self.head_only = head_only
+        # jsd / dola: skip the rows whose plausible head is one token (see _choose_where_it_matters); only
+        # valid where head_only would be, and set by layer_contrast() under the same conditions.
+        self.skip_one_token_heads = False
         self._layers = layers
         self._captured: dict[int, torch.Tensor] = {}
         self._hooks: list[Any] = []
@@ -279,6 +284,12 @@ class LayerContrast(ContrastLogitsProcessor):
             fast = self._head_logits(hidden, scores)
             if fast is not None:
                 return fast
+        if self.layer_mode in ("jsd", "dola") and self.skip_one_token_heads:
+            return self._choose_where_it_matters(hidden, scores)
+        return self._choose(hidden, scores)
+
+    def _choose(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The amateur of every row, from the whole lm_head: ``(C, N, H)`` states -> ``(N, V)``."""
         if self.layer_mode == "dola":
             logits = self._project(hidden).to(scores.device)  # (C, N, V) raw states, no final norm
             if logits.shape[0] == 1:
@@ -295,6 +306,26 @@ class LayerContrast(ContrastLogitsProcessor):
         final = torch.log_softmax(scores.float(), dim=-1)[None]  # (1, N, V)
         pick = _jsd(final, logp).argmax(dim=0)  # (N,)
         return logp.gather(0, pick[None, :, None].expand(1, *logp.shape[1:]))[0]  # (N, V)
+
+    def _choose_where_it_matters(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """:meth:`_choose` for the rows whose plausible head holds more than one token (jsd: row by row;
+        dola, whose one layer comes from every row: all rows, unless none needs it). A one-token head leaves
+        one finite score whatever the amateur, so the token is forced; those rows get a uniform amateur
+        (zeros) and cost no lm_head product. Reads the rows back to the host (a sync): CPU only."""
+        head = plausible_head(
+            torch.log_softmax(scores.float(), dim=-1), self.contrast.alpha
+        )  # as contrast_scores
+        rows = (head.sum(dim=-1) > 1).nonzero()[:, 0]  # (R,)
+        n = scores.shape[0]
+        if rows.numel() == n:
+            return self._choose(hidden, scores)
+        out = torch.zeros(scores.shape, dtype=torch.float32, device=scores.device)  # (N, V)
+        if rows.numel() == 0:
+            return out
+        if self.layer_mode == "dola":  # its one layer is chosen from all the rows' divergences
+            return self._choose(hidden, scores)
+        out[rows] = self._choose(hidden[:, rows.to(hidden.device)], scores[rows]).float()
+        return out
 
     def _project(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(C, N, H)`` hidden states through the lm_head: ``(C, N, V)``, in the lm_head's dtype.
@@ -423,46 +454,48 @@ def _remove_hooks(handles: list[Any]) -> None:
         h.remove()  # removing twice is harmless
 
 
+def _log_clamped(m: torch.Tensor) -> torch.Tensor:
+    """``log m``, finite where ``m`` underflowed to 0 (so that ``m * log m`` is 0 there, as ``xlogy``)."""
+    return torch.clamp_min(m, torch.finfo(m.dtype).tiny).log_()
+
+
 def _jsd(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
     """Jensen-Shannon divergence over the last dim of two log-probability tensors (natural log, broadcast).
 
     As ``0.5 * (sum p log p + sum q log q) - sum m log m`` with ``m = (p + q) / 2``: one logarithm per
-    element (of ``m``), dot products for the sums; ``0 log 0 = 0``.
+    element (of ``m``) and dot products, where the textbook ``p log(p / m)`` form takes several passes more.
     """
     p, q = logp.exp(), logq.exp()
     m = torch.add(p, q).mul_(0.5)
-    log_m = torch.log(m.clamp(min=torch.finfo(m.dtype).tiny))  # finite where m underflows to 0 (m log m = 0)
     dot = torch.linalg.vecdot
-    return 0.5 * (dot(p, logp) + dot(q, logq)) - dot(m, log_m)
+    return 0.5 * (dot(p, logp) + dot(q, logq)) - dot(m, _log_clamped(m))
 
 
 def _dola_divergence(final: torch.Tensor, premature: torch.Tensor) -> torch.Tensor:
     """transformers 4.55.4's divergence of each candidate from the final layer (``_dola_select_contrast``).
 
     Args:
-        final: ``(N, V)`` the final layer's logits, fp32.
-        premature: ``(C, N, V)`` the candidates' logits, in the lm_head's dtype (as 4.55 leaves them).
+        final: ``(N, V)`` the final layer's logits.
+        premature: ``(C, N, V)`` the candidates' logits.
 
     Returns:
-        ``(C,)``: ``0.5 * (KL(M || P) + KL(M || Q_k))`` averaged over the vocabulary, then over the rows
-        (``F.kl_div(log p, M)`` and ``F.kl_div(log q_k, M)``; ``M = (P + Q_k) / 2``). The same operations as
-        4.55 in the same order, so the same floats: ``F.kl_div(x, t, reduction="none")`` is
-        ``xlogy(t, t) - t * x``, and the ``xlogy`` both of its calls compute is computed once here.
+        ``(C,)`` fp32: ``0.5 * (KL(M || P) + KL(M || Q_k))`` averaged over the vocabulary, then over the rows
+        (4.55 computes ``F.kl_div(log p, M)`` and ``F.kl_div(log q_k, M)``, ``M = (P + Q_k) / 2``). Here as
+        ``(sum M log M - 0.5 * sum M (log p + log q_k)) / V``: equal, up to float rounding, with one
+        logarithm per element and dot products where 4.55 runs softmax and log-softmax side by side and
+        ``F.kl_div``'s (unvectorised) ``xlogy`` twice.
     """
-    soft_final = torch.softmax(final, dim=-1)  # (N, V)
-    soft_premature = torch.softmax(premature, dim=-1)  # (C, N, V)
-    avg = 0.5 * (soft_final[None] + soft_premature)  # (C, N, V)
-    log_final = torch.log_softmax(final, dim=-1)
-    log_premature = torch.log_softmax(premature, dim=-1)
-    xlogx = torch.xlogy(avg, avg)
-    kl1 = (xlogx - avg * log_final[None]).mean(-1)  # (C, N)
-    kl2 = (xlogx - avg * log_premature).mean(-1)  # (C, N)
-    return (0.5 * (kl1 + kl2)).mean(-1)  # (C,)
+    log_final = torch.log_softmax(final.float(), dim=-1)  # (N, V)
+    log_premature = torch.log_softmax(premature.float(), dim=-1)  # (C, N, V)
+    m = log_premature.exp().add_(log_final.exp()).mul_(0.5)  # (C, N, V)
+    dot = torch.linalg.vecdot
+    total = dot(m, _log_clamped(m)) - 0.5 * (dot(m, log_final) + dot(m, log_premature))  # (C, N)
+    return total.mean(-1) / final.shape[-1]
 
 
 def _dola_layer(final: torch.Tensor, premature: torch.Tensor) -> torch.Tensor:
-    """``(1,)`` long: the candidate 4.55 contrasts (the largest :func:`_dola_divergence`; first on ties),
-    left on the device (4.55 reads it back with ``.item()``)."""
+    """``(1,)`` long: the candidate 4.55 contrasts, the largest :func:`_dola_divergence` (first on ties), left
+    on the device (4.55 reads it back with ``.item()``)."""
     return _dola_divergence(final, premature).argmax().view(1)
 
 
@@ -492,14 +525,17 @@ def layer_contrast(
         amateur_layers: an index, a list of indices (0 = embedding output), or DoLa's ``"low"`` / ``"high"``.
         layer_mode: ``"dola"``, ``"jsd"``, ``"fixed"`` or ``"fusion"`` (default: from ``amateur_layers``).
         contrast: the scoring rule; default DoLa's (:data:`DOLA`) under ``"dola"``, else ``ContrastConfig()``.
-        head_only: compute the amateur on the expert's plausible head only (see :class:`LayerContrast`).
-            None (default) turns it on exactly when the tokens cannot change and it pays: greedy or
-            sampling (not beam search), layer_mode ``"fixed"`` or ``"fusion"``, ``output_scores`` off (so
-            returned scores are always the formula's), every other logits processor shift invariant (a
-            repetition penalty or a processor of your own keeps the full path), and the lm_head on the CPU
-            (on a GPU the full product costs less than the device synchronisation the head's size needs).
-            True forces it where the search allows it (``output_scores`` then come shifted by a per-row
-            constant); False never uses it.
+        head_only: save work with the expert's plausible head (see :class:`LayerContrast`). None
+            (default) does so exactly when the tokens cannot change and it pays: greedy or sampling (not
+            beam search), ``output_scores`` off (so returned scores are always the formula's), every other
+            logits processor shift invariant (a repetition penalty or a processor of your own keeps the
+            full path), and the lm_head on the CPU (on a GPU the full product costs less than the device
+            synchronisation the head's size needs). Then ``"fixed"`` and ``"fusion"`` multiply only the
+            head's lm_head rows, and ``"jsd"`` and ``"dola"`` skip the rows whose head is a single token
+            (that token is forced whatever the amateur; ``"dola"``, which picks one layer from every row,
+            only when all rows' heads are). True forces the head-only product where the search allows it
+            (``"fixed"`` and ``"fusion"``; ``output_scores`` then come shifted by a per-row constant); False
+            never uses the head.
     """
     if amateur_layers is None:
         raise ValueError(
@@ -517,14 +553,17 @@ def layer_contrast(
     processor = LayerContrast(model, amateur_layers, layer_mode, contrast, head_only=bool(head_only))
     if head_only is None:
         weight = getattr(processor._head, "weight", None)
-        processor.head_only = (
+        safe = (
             not beams
-            and processor.layer_mode in ("fixed", "fusion")
             and not generation_config.output_scores
             and all(isinstance(p, _hf.ROW_SHIFT_SAFE_PROCESSORS) for p in logits_processor or [])
             and weight is not None
             and weight.device.type == "cpu"
         )
+        processor.head_only = safe and processor.layer_mode in ("fixed", "fusion")
+        # The same conditions let a one-token plausible head force its token under jsd and dola: those rows
+        # skip the lm_head products and the divergence (see LayerContrast._choose_where_it_matters).
+        processor.skip_one_token_heads = safe and processor.layer_mode in ("jsd", "dola")
     return run_contrast(
         model, processor, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, streamer,
         model_kwargs,
