@@ -37,7 +37,7 @@ from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel,
 
 from counterpoint import _hf
 from counterpoint.decoding.engine import ContrastLogitsProcessor, run_contrast, strategy
-from counterpoint.decoding.scores import CONTRAST_OPTIONS, ContrastConfig, plausible_head
+from counterpoint.decoding.scores import CONTRAST_OPTIONS, ContrastConfig, contrast_scores, plausible_head
 from counterpoint.decoding.spec import Option, StrategySpec
 from counterpoint.decoding.standard import SEARCH_OPTIONS, check_sampling, search_kwargs
 from counterpoint.errors import OptionError
@@ -263,9 +263,26 @@ class LayerContrast(ContrastLogitsProcessor):
         return super()._follow(input_ids, contents=contents and self.head_only)
 
     @torch.no_grad()
-    def _amateur_logits(
-        self, input_ids: torch.Tensor, scores: torch.Tensor, first: bool, beam_idx: torch.Tensor | None
-    ) -> torch.Tensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Contrast scores for the next token (see :meth:`ContrastLogitsProcessor.__call__`); on the head-only
+        path, off from :func:`contrast_scores` by a constant per row on the head (see the class docs)."""
+        if not self.head_only:
+            return super().__call__(input_ids, scores)
+        _, beam_idx = self._follow(input_ids)
+        if beam_idx is not None:
+            raise RuntimeError(
+                "LayerContrast(head_only=True) saw rows reordered (beam search): its scores are shifted "
+                "by a per-row constant, which beam search would accumulate; use head_only=False"
+            )
+        hidden = self._hidden(scores)
+        out = self._head_scores(hidden, scores)
+        if out is None:  # a large head, or an lm_head that is not a plain nn.Linear: the exact path
+            out = contrast_scores(scores, self._choose(hidden, scores), self.contrast)
+        self._prev_ids = input_ids.detach().clone()
+        return out
+
+    def _hidden(self, scores: torch.Tensor) -> torch.Tensor:
+        """``(C, N, H)``: the chosen layers' last hidden states of this step's forward pass."""
         if not self._hooks:
             raise RuntimeError("LayerContrast was closed (its hooks removed); call reset() to reattach them")
         captured = [self._captured.pop(k, None) for k in self.amateur_layers]
@@ -274,16 +291,13 @@ class LayerContrast(ContrastLogitsProcessor):
                 "LayerContrast found no hidden state of this step's forward pass: it must be used in "
                 "generate() of the model it was built on"
             )
-        hidden = torch.stack(captured)  # (C, N, H)
-        if self.head_only:
-            if beam_idx is not None:
-                raise RuntimeError(
-                    "LayerContrast(head_only=True) saw rows reordered (beam search): its scores are shifted "
-                    "by a per-row constant, which beam search would accumulate; use head_only=False"
-                )
-            fast = self._head_logits(hidden, scores)
-            if fast is not None:
-                return fast
+        return torch.stack(captured)
+
+    @torch.no_grad()
+    def _amateur_logits(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, first: bool, beam_idx: torch.Tensor | None
+    ) -> torch.Tensor:
+        hidden = self._hidden(scores)  # (C, N, H)
         if self.layer_mode in ("jsd", "dola") and self.skip_one_token_heads:
             return self._choose_where_it_matters(hidden, scores)
         return self._choose(hidden, scores)
@@ -345,37 +359,42 @@ class LayerContrast(ContrastLogitsProcessor):
         )  # (V, C*N)
         return out.T.reshape(c, n, -1).contiguous()
 
-    def _head_logits(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
-        """The amateur on the union of the rows' plausible heads only, ``-inf`` elsewhere.
+    def _head_scores(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
+        """The contrast scores with the amateur computed on the union of the rows' plausible heads only.
 
         Args:
             hidden: ``(C, N, H)`` captured hidden states of the chosen layers.
             scores: ``(N, V)`` the expert's logits.
 
         Returns:
-            ``(N, V)`` fp32: on the head tokens, amateur logits (fixed) or layer-averaged log-probabilities
-            over the union (fusion), each row off from the exact amateur by a constant; ``-inf`` outside the
-            union. ``contrast_scores`` then takes its log-softmax (another per-row constant) and masks
-            everything outside each row's head. None when the full lm_head should run instead.
+            ``(N, V)`` fp32: :func:`contrast_scores` less a constant per row on each row's head (the
+            amateur's log-normalizer, which needs every token), ``-inf`` elsewhere. The amateur enters as
+            ``l_a / tau`` on the head: for fusion the mean of the layers' logits, whose log-softmaxes differ
+            from them by a constant per row and layer. None when the full lm_head should run instead.
         """
         weight = getattr(self._head, "weight", None)
         if type(self._head) is not torch.nn.Linear or weight is None or weight.dim() != 2:
             return None
-        n, vocab = scores.shape
-        # The head exactly as contrast_scores will compute it, so every row's head lies in the union.
-        head = plausible_head(torch.log_softmax(scores.float(), dim=-1), self.contrast.alpha)  # (N, V)
+        config = self.contrast
+        z_e = torch.log_softmax(scores.float(), dim=-1)  # (N, V)
+        head = plausible_head(z_e, config.alpha)  # (N, V), exactly as contrast_scores
         cols = head.any(dim=0).nonzero()[:, 0]  # (U,) union of the rows' heads (reads U back: a sync)
-        if cols.numel() > HEAD_ONLY_MAX_FRACTION * vocab:
+        if cols.numel() > HEAD_ONLY_MAX_FRACTION * scores.shape[-1]:
             return None
         idx = cols.to(weight.device)
         bias = self._head.bias.index_select(0, idx) if self._head.bias is not None else None
         rows = weight.index_select(0, idx)  # (U, H)
-        # (C, N, U) amateur logits on the union
-        logits = torch.nn.functional.linear(self._norm(hidden), rows, bias).float().to(scores.device)
-        # fusion: each layer normalized over the union instead of V, a per-row constant again.
-        part = torch.log_softmax(logits, dim=-1).mean(dim=0) if self.layer_mode == "fusion" else logits[0]
-        out = torch.full((n, vocab), float("-inf"), dtype=torch.float32, device=scores.device)
-        out[:, cols] = part
+        amateur = (
+            torch.nn.functional.linear(self._norm(hidden), rows, bias).float().to(scores.device)
+        )  # (C, N, U)
+        amateur = amateur.mean(dim=0) / config.tau  # (N, U)
+        expert = z_e[:, cols]  # (N, U)
+        if config.form == "difference":
+            part = expert - config.gamma * amateur
+        else:
+            part = (1.0 + config.beta) * expert - config.beta * amateur
+        out = torch.full_like(z_e, float("-inf"))
+        out[:, cols] = part.masked_fill_(~head[:, cols], float("-inf"))
         return out
 
 
