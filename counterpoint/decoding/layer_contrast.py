@@ -313,13 +313,13 @@ class LayerContrast(ContrastLogitsProcessor):
         logits = self._project(self._norm(hidden)).float().to(scores.device)  # (C, N, V)
         if self.layer_mode == "fixed":
             return logits[0]
-        logp = torch.log_softmax(logits, dim=-1)  # (C, N, V)
         if self.layer_mode == "fusion":
-            return logp.mean(dim=0)  # (N, V): log of the geometric mean, renormalized downstream
+            return torch.log_softmax(logits, dim=-1).mean(dim=0)  # (N, V): log of the geometric mean
         # jsd: per row, the layer furthest from the final distribution.
-        final = torch.log_softmax(scores.float(), dim=-1)[None]  # (1, N, V)
-        pick = _jsd(final, logp).argmax(dim=0)  # (N,)
-        return logp.gather(0, pick[None, :, None].expand(1, *logp.shape[1:]))[0]  # (N, V)
+        logq, q = _log_softmax_and_softmax(logits)  # (C, N, V)
+        logp, p = _log_softmax_and_softmax(scores)  # (N, V)
+        pick = _jsd(logp[None], logq, p[None], q).argmax(dim=0)  # (N,)
+        return logq.gather(0, pick[None, :, None].expand(1, *logq.shape[1:]))[0]  # (N, V)
 
     def _choose_where_it_matters(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """:meth:`_choose` for the rows whose plausible head holds more than one token (jsd: row by row;
@@ -473,21 +473,36 @@ def _remove_hooks(handles: list[Any]) -> None:
         h.remove()  # removing twice is harmless
 
 
-def _log_clamped(m: torch.Tensor) -> torch.Tensor:
-    """``log m``, finite where ``m`` underflowed to 0 (so that ``m * log m`` is 0 there, as ``xlogy``)."""
-    return torch.clamp_min(m, torch.finfo(m.dtype).tiny).log_()
+# exp() of a float32 below this underflows to a subnormal or 0, which the CPU computes far slower (a raw
+# premature layer's log-probabilities reach -1000 on SmolLM2). Probabilities below exp(-87) are taken as
+# exp(-87) ~ 1.6e-38: no sum over a vocabulary can see the difference in float32.
+_EXP_FLOOR = -87.0
 
 
-def _jsd(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+def _log_softmax_and_softmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log_softmax(x), softmax(x))`` over the last dim, in fp32, with one exponential per element, no
+    subnormals (see ``_EXP_FLOOR``) and every probability > 0."""
+    shifted = x.float() - x.float().amax(dim=-1, keepdim=True)
+    probs = torch.clamp_min(shifted, _EXP_FLOOR).exp_()
+    total = probs.sum(dim=-1, keepdim=True)
+    return shifted.sub_(total.log()), probs.div_(total)
+
+
+def _jsd(
+    logp: torch.Tensor, logq: torch.Tensor, p: torch.Tensor | None = None, q: torch.Tensor | None = None
+) -> torch.Tensor:
     """Jensen-Shannon divergence over the last dim of two log-probability tensors (natural log, broadcast).
 
-    As ``0.5 * (sum p log p + sum q log q) - sum m log m`` with ``m = (p + q) / 2``: one logarithm per
-    element (of ``m``) and dot products, where the textbook ``p log(p / m)`` form takes several passes more.
+    ``0.5 * (sum p log(p / m) + sum q log(q / m))`` with ``m = (p + q) / 2``, as dot products: one
+    logarithm per element. ``p`` and ``q`` (the probabilities, when the caller has them) are recomputed
+    from the logs otherwise.
     """
-    p, q = logp.exp(), logq.exp()
-    m = torch.add(p, q).mul_(0.5)
+    p = torch.clamp_min(logp, _EXP_FLOOR).exp_() if p is None else p
+    q = torch.clamp_min(logq, _EXP_FLOOR).exp_() if q is None else q
+    m = torch.add(p, q).mul_(0.5).clamp_min_(torch.finfo(torch.float32).tiny)  # 0 only where p and q are
+    log_m = torch.log(m)
     dot = torch.linalg.vecdot
-    return 0.5 * (dot(p, logp) + dot(q, logq)) - dot(m, _log_clamped(m))
+    return 0.5 * (dot(p, logp - log_m) + dot(q, logq - log_m))
 
 
 def _dola_divergence(final: torch.Tensor, premature: torch.Tensor) -> torch.Tensor:
@@ -499,17 +514,19 @@ def _dola_divergence(final: torch.Tensor, premature: torch.Tensor) -> torch.Tens
 
     Returns:
         ``(C,)`` fp32: ``0.5 * (KL(M || P) + KL(M || Q_k))`` averaged over the vocabulary, then over the rows
-        (4.55 computes ``F.kl_div(log p, M)`` and ``F.kl_div(log q_k, M)``, ``M = (P + Q_k) / 2``). Here as
-        ``(sum M log M - 0.5 * sum M (log p + log q_k)) / V``: equal, up to float rounding, with one
-        logarithm per element and dot products where 4.55 runs softmax and log-softmax side by side and
-        ``F.kl_div``'s (unvectorised) ``xlogy`` twice.
+        (4.55 computes ``F.kl_div(log p, M)`` and ``F.kl_div(log q_k, M)``, ``M = (P + Q_k) / 2``), term by
+        term as 4.55 does, so equal up to float rounding; with one exponential and one logarithm per
+        element where 4.55 runs softmax and log-softmax side by side and ``F.kl_div``'s (unvectorised)
+        ``xlogy`` twice.
     """
-    log_final = torch.log_softmax(final.float(), dim=-1)  # (N, V)
-    log_premature = torch.log_softmax(premature.float(), dim=-1)  # (C, N, V)
-    m = log_premature.exp().add_(log_final.exp()).mul_(0.5)  # (C, N, V)
+    log_final, p = _log_softmax_and_softmax(final)  # (N, V)
+    log_premature, m = _log_softmax_and_softmax(premature)  # (C, N, V)
+    m.add_(p).mul_(0.5)  # (C, N, V): M, > 0
+    log_m = torch.log(m)
     dot = torch.linalg.vecdot
-    total = dot(m, _log_clamped(m)) - 0.5 * (dot(m, log_final) + dot(m, log_premature))  # (C, N)
-    return total.mean(-1) / final.shape[-1]
+    kl_premature = dot(m, log_m - log_premature)  # (C, N): sum M (log M - log q)
+    kl_final = dot(m, log_m.sub_(log_final))  # (C, N): sum M (log M - log p)
+    return (0.5 * (kl_final + kl_premature)).mean(-1) / final.shape[-1]
 
 
 def _dola_layer(final: torch.Tensor, premature: torch.Tensor) -> torch.Tensor:
