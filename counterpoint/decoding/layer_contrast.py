@@ -37,7 +37,7 @@ from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel,
 
 from counterpoint import _hf
 from counterpoint.decoding.engine import ContrastLogitsProcessor, run_contrast, strategy
-from counterpoint.decoding.scores import CONTRAST_OPTIONS, ContrastConfig, plausible_head
+from counterpoint.decoding.scores import CONTRAST_OPTIONS, ContrastConfig, contrast_scores, plausible_head
 from counterpoint.decoding.spec import Option, StrategySpec
 from counterpoint.decoding.standard import SEARCH_OPTIONS, check_sampling, search_kwargs
 from counterpoint.errors import OptionError
@@ -143,10 +143,12 @@ class LayerContrast(ContrastLogitsProcessor):
           recommended; pass ``repetition_penalty=1.2`` to ``generate`` for that. The final layer's index
           ``L`` in a list (DoLa's original scripts list the mature layer last) is dropped with a warning,
           as 4.55 drops it; indices past it are refused (4.55 drops them silently). Differences from
-          4.55: under beam search 4.55 ignores ``dola_layers`` (plain beam search) where this runs beam
-          search over DoLa's scores; in half precision 4.55 takes the premature layers' log-softmax in
-          the model's dtype for the final scores, this in fp32; and the choice of layer is computed
-          without reading the chosen index back to the host.
+          4.55: the lm_head product and the divergence are computed in another order, faster (equal up
+          to float rounding: two candidates whose divergences tie to the last bits could be told apart
+          the other way, as two BLAS builds could); 4.55 reads the chosen index back to the host, this
+          does not; in half precision 4.55 takes the premature layers' softmax in the model's dtype,
+          this in fp32; and under beam search 4.55 ignores ``dola_layers`` (plain beam search) where this
+          runs beam search over DoLa's scores.
         * ``"jsd"``: counterpoint's normed variant, not DoLa: each premature hidden state goes through the
           expert's final norm before the lm_head, and each row (not the batch) picks the candidate whose
           next-token distribution is furthest from the final layer's in true Jensen-Shannon divergence,
@@ -216,6 +218,9 @@ class LayerContrast(ContrastLogitsProcessor):
         self.amateur_layers = chosen
         self.layer_mode: LayerMode = layer_mode
         self.head_only = head_only
+        # jsd / dola: skip the rows whose plausible head is one token (see _choose_where_it_matters); only
+        # valid where head_only would be, and set by layer_contrast() under the same conditions.
+        self.skip_one_token_heads = False
         self._layers = layers
         self._captured: dict[int, torch.Tensor] = {}
         self._hooks: list[Any] = []
@@ -258,9 +263,26 @@ class LayerContrast(ContrastLogitsProcessor):
         return super()._follow(input_ids, contents=contents and self.head_only)
 
     @torch.no_grad()
-    def _amateur_logits(
-        self, input_ids: torch.Tensor, scores: torch.Tensor, first: bool, beam_idx: torch.Tensor | None
-    ) -> torch.Tensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Contrast scores for the next token (see :meth:`ContrastLogitsProcessor.__call__`); on the head-only
+        path, off from :func:`contrast_scores` by a constant per row on the head (see the class docs)."""
+        if not self.head_only:
+            return super().__call__(input_ids, scores)
+        _, beam_idx = self._follow(input_ids)
+        if beam_idx is not None:
+            raise RuntimeError(
+                "LayerContrast(head_only=True) saw rows reordered (beam search): its scores are shifted "
+                "by a per-row constant, which beam search would accumulate; use head_only=False"
+            )
+        hidden = self._hidden(scores)
+        out = self._head_scores(hidden, scores)
+        if out is None:  # a large head, or an lm_head that is not a plain nn.Linear: the exact path
+            out = contrast_scores(scores, self._choose(hidden, scores), self.contrast)
+        self._prev_ids = input_ids.detach().clone()
+        return out
+
+    def _hidden(self, scores: torch.Tensor) -> torch.Tensor:
+        """``(C, N, H)``: the chosen layers' last hidden states of this step's forward pass."""
         if not self._hooks:
             raise RuntimeError("LayerContrast was closed (its hooks removed); call reset() to reattach them")
         captured = [self._captured.pop(k, None) for k in self.amateur_layers]
@@ -269,16 +291,19 @@ class LayerContrast(ContrastLogitsProcessor):
                 "LayerContrast found no hidden state of this step's forward pass: it must be used in "
                 "generate() of the model it was built on"
             )
-        hidden = torch.stack(captured)  # (C, N, H)
-        if self.head_only:
-            if beam_idx is not None:
-                raise RuntimeError(
-                    "LayerContrast(head_only=True) saw rows reordered (beam search): its scores are shifted "
-                    "by a per-row constant, which beam search would accumulate; use head_only=False"
-                )
-            fast = self._head_logits(hidden, scores)
-            if fast is not None:
-                return fast
+        return torch.stack(captured)
+
+    @torch.no_grad()
+    def _amateur_logits(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, first: bool, beam_idx: torch.Tensor | None
+    ) -> torch.Tensor:
+        hidden = self._hidden(scores)  # (C, N, H)
+        if self.layer_mode in ("jsd", "dola") and self.skip_one_token_heads:
+            return self._choose_where_it_matters(hidden, scores)
+        return self._choose(hidden, scores)
+
+    def _choose(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The amateur of every row, from the whole lm_head: ``(C, N, H)`` states -> ``(N, V)``."""
         if self.layer_mode == "dola":
             logits = self._project(hidden).to(scores.device)  # (C, N, V) raw states, no final norm
             if logits.shape[0] == 1:
@@ -288,13 +313,33 @@ class LayerContrast(ContrastLogitsProcessor):
         logits = self._project(self._norm(hidden)).float().to(scores.device)  # (C, N, V)
         if self.layer_mode == "fixed":
             return logits[0]
-        logp = torch.log_softmax(logits, dim=-1)  # (C, N, V)
         if self.layer_mode == "fusion":
-            return logp.mean(dim=0)  # (N, V): log of the geometric mean, renormalized downstream
+            return torch.log_softmax(logits, dim=-1).mean(dim=0)  # (N, V): log of the geometric mean
         # jsd: per row, the layer furthest from the final distribution.
-        final = torch.log_softmax(scores.float(), dim=-1)[None]  # (1, N, V)
-        pick = _jsd(final, logp).argmax(dim=0)  # (N,)
-        return logp.gather(0, pick[None, :, None].expand(1, *logp.shape[1:]))[0]  # (N, V)
+        logq, q = _log_softmax_and_softmax(logits)  # (C, N, V)
+        logp, p = _log_softmax_and_softmax(scores)  # (N, V)
+        pick = _jsd(logp[None], logq, p[None], q).argmax(dim=0)  # (N,)
+        return logq.gather(0, pick[None, :, None].expand(1, *logq.shape[1:]))[0]  # (N, V)
+
+    def _choose_where_it_matters(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """:meth:`_choose` for the rows whose plausible head holds more than one token (jsd: row by row;
+        dola, whose one layer comes from every row: all rows, unless none needs it). A one-token head leaves
+        one finite score whatever the amateur, so the token is forced; those rows get a uniform amateur
+        (zeros) and cost no lm_head product. Reads the rows back to the host (a sync): CPU only."""
+        head = plausible_head(
+            torch.log_softmax(scores.float(), dim=-1), self.contrast.alpha
+        )  # as contrast_scores
+        rows = (head.sum(dim=-1) > 1).nonzero()[:, 0]  # (R,)
+        n = scores.shape[0]
+        if rows.numel() == n:
+            return self._choose(hidden, scores)
+        out = torch.zeros(scores.shape, dtype=torch.float32, device=scores.device)  # (N, V)
+        if rows.numel() == 0:
+            return out
+        if self.layer_mode == "dola":  # its one layer is chosen from all the rows' divergences
+            return self._choose(hidden, scores)
+        out[rows] = self._choose(hidden[:, rows.to(hidden.device)], scores[rows]).float()
+        return out
 
     def _project(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(C, N, H)`` hidden states through the lm_head: ``(C, N, V)``, in the lm_head's dtype.
@@ -314,37 +359,42 @@ class LayerContrast(ContrastLogitsProcessor):
         )  # (V, C*N)
         return out.T.reshape(c, n, -1).contiguous()
 
-    def _head_logits(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
-        """The amateur on the union of the rows' plausible heads only, ``-inf`` elsewhere.
+    def _head_scores(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
+        """The contrast scores with the amateur computed on the union of the rows' plausible heads only.
 
         Args:
             hidden: ``(C, N, H)`` captured hidden states of the chosen layers.
             scores: ``(N, V)`` the expert's logits.
 
         Returns:
-            ``(N, V)`` fp32: on the head tokens, amateur logits (fixed) or layer-averaged log-probabilities
-            over the union (fusion), each row off from the exact amateur by a constant; ``-inf`` outside the
-            union. ``contrast_scores`` then takes its log-softmax (another per-row constant) and masks
-            everything outside each row's head. None when the full lm_head should run instead.
+            ``(N, V)`` fp32: :func:`contrast_scores` less a constant per row on each row's head (the
+            amateur's log-normalizer, which needs every token), ``-inf`` elsewhere. The amateur enters as
+            ``l_a / tau`` on the head: for fusion the mean of the layers' logits, whose log-softmaxes differ
+            from them by a constant per row and layer. None when the full lm_head should run instead.
         """
         weight = getattr(self._head, "weight", None)
         if type(self._head) is not torch.nn.Linear or weight is None or weight.dim() != 2:
             return None
-        n, vocab = scores.shape
-        # The head exactly as contrast_scores will compute it, so every row's head lies in the union.
-        head = plausible_head(torch.log_softmax(scores.float(), dim=-1), self.contrast.alpha)  # (N, V)
+        config = self.contrast
+        z_e = torch.log_softmax(scores.float(), dim=-1)  # (N, V)
+        head = plausible_head(z_e, config.alpha)  # (N, V), exactly as contrast_scores
         cols = head.any(dim=0).nonzero()[:, 0]  # (U,) union of the rows' heads (reads U back: a sync)
-        if cols.numel() > HEAD_ONLY_MAX_FRACTION * vocab:
+        if cols.numel() > HEAD_ONLY_MAX_FRACTION * scores.shape[-1]:
             return None
         idx = cols.to(weight.device)
         bias = self._head.bias.index_select(0, idx) if self._head.bias is not None else None
         rows = weight.index_select(0, idx)  # (U, H)
-        # (C, N, U) amateur logits on the union
-        logits = torch.nn.functional.linear(self._norm(hidden), rows, bias).float().to(scores.device)
-        # fusion: each layer normalized over the union instead of V, a per-row constant again.
-        part = torch.log_softmax(logits, dim=-1).mean(dim=0) if self.layer_mode == "fusion" else logits[0]
-        out = torch.full((n, vocab), float("-inf"), dtype=torch.float32, device=scores.device)
-        out[:, cols] = part
+        amateur = (
+            torch.nn.functional.linear(self._norm(hidden), rows, bias).float().to(scores.device)
+        )  # (C, N, U)
+        amateur = amateur.mean(dim=0) / config.tau  # (N, U)
+        expert = z_e[:, cols]  # (N, U)
+        if config.form == "difference":
+            part = expert - config.gamma * amateur
+        else:
+            part = (1.0 + config.beta) * expert - config.beta * amateur
+        out = torch.full_like(z_e, float("-inf"))
+        out[:, cols] = part.masked_fill_(~head[:, cols], float("-inf"))
         return out
 
 
@@ -423,46 +473,65 @@ def _remove_hooks(handles: list[Any]) -> None:
         h.remove()  # removing twice is harmless
 
 
-def _jsd(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+# exp() of a float32 below this underflows to a subnormal or 0, which the CPU computes far slower (a raw
+# premature layer's log-probabilities reach -1000 on SmolLM2). Probabilities below exp(-87) are taken as
+# exp(-87) ~ 1.6e-38: no sum over a vocabulary can see the difference in float32.
+_EXP_FLOOR = -87.0
+
+
+def _log_softmax_and_softmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log_softmax(x), softmax(x))`` over the last dim, in fp32, with one exponential per element, no
+    subnormals (see ``_EXP_FLOOR``) and every probability > 0."""
+    shifted = x.float() - x.float().amax(dim=-1, keepdim=True)
+    probs = torch.clamp_min(shifted, _EXP_FLOOR).exp_()
+    total = probs.sum(dim=-1, keepdim=True)
+    return shifted.sub_(total.log()), probs.div_(total)
+
+
+def _jsd(
+    logp: torch.Tensor, logq: torch.Tensor, p: torch.Tensor | None = None, q: torch.Tensor | None = None
+) -> torch.Tensor:
     """Jensen-Shannon divergence over the last dim of two log-probability tensors (natural log, broadcast).
 
-    As ``0.5 * (sum p log p + sum q log q) - sum m log m`` with ``m = (p + q) / 2``: one logarithm per
-    element (of ``m``), dot products for the sums; ``0 log 0 = 0``.
+    ``0.5 * (sum p log(p / m) + sum q log(q / m))`` with ``m = (p + q) / 2``, as dot products: one
+    logarithm per element. ``p`` and ``q`` (the probabilities, when the caller has them) are recomputed
+    from the logs otherwise.
     """
-    p, q = logp.exp(), logq.exp()
-    m = torch.add(p, q).mul_(0.5)
-    log_m = torch.log(m.clamp(min=torch.finfo(m.dtype).tiny))  # finite where m underflows to 0 (m log m = 0)
+    p = torch.clamp_min(logp, _EXP_FLOOR).exp_() if p is None else p
+    q = torch.clamp_min(logq, _EXP_FLOOR).exp_() if q is None else q
+    m = torch.add(p, q).mul_(0.5).clamp_min_(torch.finfo(torch.float32).tiny)  # 0 only where p and q are
+    log_m = torch.log(m)
     dot = torch.linalg.vecdot
-    return 0.5 * (dot(p, logp) + dot(q, logq)) - dot(m, log_m)
+    return 0.5 * (dot(p, logp - log_m) + dot(q, logq - log_m))
 
 
 def _dola_divergence(final: torch.Tensor, premature: torch.Tensor) -> torch.Tensor:
     """transformers 4.55.4's divergence of each candidate from the final layer (``_dola_select_contrast``).
 
     Args:
-        final: ``(N, V)`` the final layer's logits, fp32.
-        premature: ``(C, N, V)`` the candidates' logits, in the lm_head's dtype (as 4.55 leaves them).
+        final: ``(N, V)`` the final layer's logits.
+        premature: ``(C, N, V)`` the candidates' logits.
 
     Returns:
-        ``(C,)``: ``0.5 * (KL(M || P) + KL(M || Q_k))`` averaged over the vocabulary, then over the rows
-        (``F.kl_div(log p, M)`` and ``F.kl_div(log q_k, M)``; ``M = (P + Q_k) / 2``). The same operations as
-        4.55 in the same order, so the same floats: ``F.kl_div(x, t, reduction="none")`` is
-        ``xlogy(t, t) - t * x``, and the ``xlogy`` both of its calls compute is computed once here.
+        ``(C,)`` fp32: ``0.5 * (KL(M || P) + KL(M || Q_k))`` averaged over the vocabulary, then over the rows
+        (4.55 computes ``F.kl_div(log p, M)`` and ``F.kl_div(log q_k, M)``, ``M = (P + Q_k) / 2``), term by
+        term as 4.55 does, so equal up to float rounding; with one exponential and one logarithm per
+        element where 4.55 runs softmax and log-softmax side by side and ``F.kl_div``'s (unvectorised)
+        ``xlogy`` twice.
     """
-    soft_final = torch.softmax(final, dim=-1)  # (N, V)
-    soft_premature = torch.softmax(premature, dim=-1)  # (C, N, V)
-    avg = 0.5 * (soft_final[None] + soft_premature)  # (C, N, V)
-    log_final = torch.log_softmax(final, dim=-1)
-    log_premature = torch.log_softmax(premature, dim=-1)
-    xlogx = torch.xlogy(avg, avg)
-    kl1 = (xlogx - avg * log_final[None]).mean(-1)  # (C, N)
-    kl2 = (xlogx - avg * log_premature).mean(-1)  # (C, N)
-    return (0.5 * (kl1 + kl2)).mean(-1)  # (C,)
+    log_final, p = _log_softmax_and_softmax(final)  # (N, V)
+    log_premature, m = _log_softmax_and_softmax(premature)  # (C, N, V)
+    m.add_(p).mul_(0.5)  # (C, N, V): M, > 0
+    log_m = torch.log(m)
+    dot = torch.linalg.vecdot
+    kl_premature = dot(m, log_m - log_premature)  # (C, N): sum M (log M - log q)
+    kl_final = dot(m, log_m.sub_(log_final))  # (C, N): sum M (log M - log p)
+    return (0.5 * (kl_final + kl_premature)).mean(-1) / final.shape[-1]
 
 
 def _dola_layer(final: torch.Tensor, premature: torch.Tensor) -> torch.Tensor:
-    """``(1,)`` long: the candidate 4.55 contrasts (the largest :func:`_dola_divergence`; first on ties),
-    left on the device (4.55 reads it back with ``.item()``)."""
+    """``(1,)`` long: the candidate 4.55 contrasts, the largest :func:`_dola_divergence` (first on ties), left
+    on the device (4.55 reads it back with ``.item()``)."""
     return _dola_divergence(final, premature).argmax().view(1)
 
 
@@ -492,14 +561,17 @@ def layer_contrast(
         amateur_layers: an index, a list of indices (0 = embedding output), or DoLa's ``"low"`` / ``"high"``.
         layer_mode: ``"dola"``, ``"jsd"``, ``"fixed"`` or ``"fusion"`` (default: from ``amateur_layers``).
         contrast: the scoring rule; default DoLa's (:data:`DOLA`) under ``"dola"``, else ``ContrastConfig()``.
-        head_only: compute the amateur on the expert's plausible head only (see :class:`LayerContrast`).
-            None (default) turns it on exactly when the tokens cannot change and it pays: greedy or
-            sampling (not beam search), layer_mode ``"fixed"`` or ``"fusion"``, ``output_scores`` off (so
-            returned scores are always the formula's), every other logits processor shift invariant (a
-            repetition penalty or a processor of your own keeps the full path), and the lm_head on the CPU
-            (on a GPU the full product costs less than the device synchronisation the head's size needs).
-            True forces it where the search allows it (``output_scores`` then come shifted by a per-row
-            constant); False never uses it.
+        head_only: save work with the expert's plausible head (see :class:`LayerContrast`). None
+            (default) does so exactly when the tokens cannot change and it pays: greedy or sampling (not
+            beam search), ``output_scores`` off (so returned scores are always the formula's), every other
+            logits processor shift invariant (a repetition penalty or a processor of your own keeps the
+            full path), and the lm_head on the CPU (on a GPU the full product costs less than the device
+            synchronisation the head's size needs). Then ``"fixed"`` and ``"fusion"`` multiply only the
+            head's lm_head rows, and ``"jsd"`` and ``"dola"`` skip the rows whose head is a single token
+            (that token is forced whatever the amateur; ``"dola"``, which picks one layer from every row,
+            only when all rows' heads are). True forces the head-only product where the search allows it
+            (``"fixed"`` and ``"fusion"``; ``output_scores`` then come shifted by a per-row constant); False
+            never uses the head.
     """
     if amateur_layers is None:
         raise ValueError(
@@ -517,14 +589,17 @@ def layer_contrast(
     processor = LayerContrast(model, amateur_layers, layer_mode, contrast, head_only=bool(head_only))
     if head_only is None:
         weight = getattr(processor._head, "weight", None)
-        processor.head_only = (
+        safe = (
             not beams
-            and processor.layer_mode in ("fixed", "fusion")
             and not generation_config.output_scores
             and all(isinstance(p, _hf.ROW_SHIFT_SAFE_PROCESSORS) for p in logits_processor or [])
             and weight is not None
             and weight.device.type == "cpu"
         )
+        processor.head_only = safe and processor.layer_mode in ("fixed", "fusion")
+        # The same conditions let a one-token plausible head force its token under jsd and dola: those rows
+        # skip the lm_head products and the divergence (see LayerContrast._choose_where_it_matters).
+        processor.skip_one_token_heads = safe and processor.layer_mode in ("jsd", "dola")
     return run_contrast(
         model, processor, input_ids, logits_processor, stopping_criteria, generation_config, synced_gpus, streamer,
         model_kwargs,
