@@ -3,13 +3,20 @@
 One file per method (``contrastive_search``, ``contrastive_decoding``, ``layer_contrast``,
 ``input_contrast``; transformers' own searches in ``standard``), each holding its processor, its
 ``generate(custom_generate=...)`` strategy and its :class:`StrategySpec`; the shared engine in ``engine``
-and ``scores``; the registry of strategies in ``registry``; backends in ``backend``,
+and ``scores``; teacher-forced scoring of given continuations under any of these distributions in
+``scoring``; the registry of strategies in ``registry``; backends in ``backend``,
 ``transformers_backend`` and the ``vllm`` subpackage. See ``docs/architecture.md``.
 """
 
 from counterpoint.batching import left_pad
 from counterpoint.decoding.backend import BACKEND_NAMES, Backend, Batch, Generated, get_backend, run_batches
-from counterpoint.decoding.contrastive_decoding import ModelContrast, contrastive_decoding, truncated_amateur
+from counterpoint.decoding.contrastive_decoding import (
+    CD_PRESETS,
+    ModelContrast,
+    Preset,
+    contrastive_decoding,
+    truncated_amateur,
+)
 from counterpoint.decoding.contrastive_search import contrastive_search
 from counterpoint.decoding.engine import (
     AlteredPrompt,
@@ -32,14 +39,25 @@ from counterpoint.decoding.input_contrast import (
 from counterpoint.decoding.layer_contrast import LayerContrast, layer_contrast
 from counterpoint.decoding.registry import STRATEGIES, get_strategy
 from counterpoint.decoding.scores import ContrastConfig, contrast_scores, plausible_head
+from counterpoint.decoding.scoring import (
+    DOLA_MC,
+    AlteredInput,
+    EarlierLayers,
+    Scorer,
+    SecondModel,
+    score_continuations,
+)
 from counterpoint.decoding.spec import GenerationOptions, Option, StrategySpec
 
 __all__ = [
     "AMATEUR_VARIANTS",
     "BACKEND_NAMES",
+    "CD_PRESETS",
+    "DOLA_MC",
     "INSTRUCTIVE_DECODING",
     "OPPOSITE_INSTRUCTION",
     "STRATEGIES",
+    "AlteredInput",
     "AlteredPrompt",
     "AmateurCache",
     "Backend",
@@ -47,6 +65,7 @@ __all__ = [
     "CachedAmateurContrast",
     "ContrastConfig",
     "ContrastLogitsProcessor",
+    "EarlierLayers",
     "FullPrompt",
     "Generated",
     "GenerationOptions",
@@ -55,6 +74,9 @@ __all__ = [
     "LayerContrast",
     "ModelContrast",
     "Option",
+    "Preset",
+    "Scorer",
+    "SecondModel",
     "StrategySpec",
     "contrast_scores",
     "contrastive_decoding",
@@ -68,6 +90,7 @@ __all__ = [
     "perturb_token_ids",
     "plausible_head",
     "run_batches",
+    "score_continuations",
     "truncated_amateur",
     "without_spans",
 ]

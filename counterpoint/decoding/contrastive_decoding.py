@@ -8,15 +8,46 @@ cache and reads an input view: the expert's full prompt (default) or, as in Li e
 under greedy, sampling or beam search; on vLLM it runs as an engine logits processor
 (:mod:`counterpoint.decoding.vllm`).
 
+Presets (:data:`CD_PRESETS`, the strategy's ``preset`` option, ``--preset`` on the command line) hold the
+papers' settings; each names its source (:attr:`Preset.source`). Options given explicitly override them.
+
+* ``li2022-greedy``: Li et al.'s greedy runs: difference form, gamma (their ``st_coef``) 1.0, amateur
+  temperature 0.5, the amateur on the prompt's last token, and NO plausibility mask (``alpha=0``): their
+  greedy code path sets none, unlike the paper's objective (sec. 3.3). Without the mask the argmax can be
+  a token both models find unlikely; add the paper's constraint with ``alpha=0.1``.
+* ``li2022-sample``: Li et al.'s sampling runs: difference form, gamma 1.0, amateur temperature 1.0 (their
+  OPT runs), mask at alpha 0.1, the last-token view, sampling at temperature 1 with no top-k / top-p.
+* ``obrien2023``: O'Brien and Lewis: beta form, beta 0.5, alpha 0.1, raw amateur logits, full prompt, greedy.
+
+Beam search is not Li et al.'s. Their beam search (reference code, ``generation_utils.py``
+``beam_search``, lines 2472-2690, and ``decoder_helper.py`` ``post_process_reweight``) differs from
+``contrastive_decoding(num_beams=k)`` here in three ways:
+
+* candidates: they take the top ``2k`` (beam, token) pairs of the prompt's beams by the expert's
+  *this-step*, unmasked log-probability alone (on the first step, by the first beam's masked
+  log-probabilities), then rank those ``2k`` by beam score + contrast; here every token of every beam
+  competes by its cumulative contrast score;
+* the mask keeps at least 2 tokens per beam (``min_tokens_to_keep=2``), here only the argmax is sure to
+  stay;
+* the amateur term is ``log_softmax(logits) / tau`` (a row constant apart from
+  ``log_softmax(logits / tau)``, which matters once scores from different beams are compared), and
+  tokens outside the amateur's own support score ``-inf``.
+
+Both accumulate the per-step contrast over the sequence. No preset here runs their beam search; the
+presets are greedy or sampled, where the two codes agree token for token.
+
 Example:
     >>> out = expert.generate(**batch, custom_generate=contrastive_decoding, amateur_model=amateur,
-    ...                       contrast=ContrastConfig(form="beta", beta=0.5), max_new_tokens=32)
+    ...                       **CD_PRESETS["li2022-greedy"].generate_kwargs(), max_new_tokens=32)
 """
 
 from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
@@ -37,10 +68,103 @@ from counterpoint.decoding.spec import Option, StrategySpec
 from counterpoint.decoding.standard import SEARCH_OPTIONS, check_sampling, search_kwargs, vllm_search
 from counterpoint.errors import OptionError
 
-__all__ = ["SPEC", "ModelContrast", "contrastive_decoding", "truncated_amateur"]
+__all__ = ["CD_PRESETS", "SPEC", "ModelContrast", "Preset", "contrastive_decoding", "truncated_amateur"]
 
 AmateurView = Literal["full", "last-token"]
 AMATEUR_VIEWS = ("full", "last-token")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A paper's settings for contrastive decoding: option values of the ``contrastive-decoding`` strategy.
+
+    Attributes:
+        name: what ``preset=`` / ``--preset`` takes.
+        options: the values it sets (contrast knobs, ``amateur_view``, the search).
+        source: where each value comes from (file and line of the reference code, or paper section).
+    """
+
+    name: str
+    options: Mapping[str, Any]
+    source: str
+
+    @property
+    def contrast(self) -> ContrastConfig:
+        return ContrastConfig.from_options(self.options)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """``contrast``, ``amateur_view`` and the search's ``generate`` kwargs, for ``model.generate``."""
+        return {
+            "contrast": self.contrast,
+            "amateur_view": self.options["amateur_view"],
+            **search_kwargs(self.options),
+        }
+
+
+_LI = "XiangLi1999/ContrastiveDecoding (commit 170e914)"
+CD_PRESETS: Mapping[str, Preset] = MappingProxyType(
+    {
+        p.name: p
+        for p in (
+            Preset(
+                "li2022-greedy",
+                {
+                    "form": "difference",
+                    "gamma": 1.0,
+                    "tau": 0.5,
+                    "alpha": 0.0,
+                    "amateur_view": "last-token",
+                    "do_sample": False,
+                    "num_beams": 1,
+                },
+                f"{_LI}: the 'contrastive greedy' runs of text-generation/submit_decoding.py (lines 18, 25-26, "
+                "51-56: st_coef 1.0 (0.8 also run), student_temperature 0.5, --ignore_prefix yes, --do_sample "
+                "greedy). transformers/src/transformers/generation_utils.py: greedy search sets relative_top None "
+                "(lines 1341-1345), so no plausibility mask (alpha 0); the amateur's logits are divided by "
+                "student_temperature (1357-1369) and subtracted, st_coef times, from the expert's (1962-1963). "
+                "run_generation.py ignore_prefix_prepare_inputs_for_generation (277-302): the amateur reads the "
+                "prompt's last token at position 0, then the continuation. Li et al. 2022 sec. 3.4 sets "
+                "tau to 0.5 or 1.0 and describes the last-token context window.",
+            ),
+            Preset(
+                "li2022-sample",
+                {
+                    "form": "difference",
+                    "gamma": 1.0,
+                    "tau": 1.0,
+                    "alpha": 0.1,
+                    "amateur_view": "last-token",
+                    "do_sample": True,
+                    "num_beams": 1,
+                    "temperature": 1.0,
+                    "top_k": 0,
+                },
+                f"{_LI}: the sampling runs that were made (text-generation/submit_decoding.py lines 229-262, "
+                "outputs_ignorePrefix_ccnews_256/*_sample_opt-125m-t1.0-r0.1-*: OPT-125m amateur, student_temperature "
+                "1.0, relative_top 0.1, st_coef 1.0 (0.5, 0.8 and 1.2 also run), ignore_prefix on by default "
+                "(run_generation.py line 444)); generation_utils.py sampling sets relative_top 0.1 (lines "
+                "1389-1394: the plausibility mask, alpha 0.1) and samples softmax(masked expert log-probs - "
+                "st_coef * amateur logits / tau) with no top-k or top-p (2243-2247; run_generation.py --k 0, --p 1.0).",
+            ),
+            Preset(
+                "obrien2023",
+                {
+                    "form": "beta",
+                    "beta": 0.5,
+                    "alpha": 0.1,
+                    "tau": 1.0,
+                    "amateur_view": "full",
+                    "do_sample": False,
+                    "num_beams": 1,
+                },
+                "O'Brien and Lewis 2023, sec. 2 (their reformulation of CD, Algorithm 2): CD-logits = (1 + beta) "
+                "s_e - beta s_a on raw logits, -inf where s_e < log(alpha) + max s_e; beta 0.5, alpha 0.1, greedy "
+                "decoding (their reasoning tasks). The reformulation has no amateur temperature: s_a is the "
+                "amateur's raw logits (tau 1). The amateur reads the whole prompt (no context restriction).",
+            ),
+        )
+    }
+)
 
 
 class ModelContrast(CachedAmateurContrast):
@@ -194,6 +318,17 @@ def _build(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The search options of the contrast strategies, with top_k 0 allowed ("no top-k", as transformers reads
+# it): Li et al. sample from the whole masked distribution, while generate() would otherwise apply its
+# default top-k of 50.
+_SEARCH_OPTIONS = tuple(
+    Option("top_k", "int", "sampling: keep the k most likely (0: no top-k)", check=lambda v: v >= 0,
+           valid="must be an int >= 0 (0: no top-k)")
+    if o.name == "top_k" else o
+    for o in SEARCH_OPTIONS
+)  # fmt: skip
+
+
 def _build_vllm(values: dict[str, Any]) -> dict[str, Any]:
     amateur = values["amateur"]
     if not isinstance(amateur, str | os.PathLike):
@@ -233,12 +368,19 @@ SPEC = StrategySpec(
             default="full",
             choices=AMATEUR_VIEWS,
         ),
+        Option(
+            "preset",
+            "str",
+            "a paper's settings; options given override them (see counterpoint.decoding.CD_PRESETS)",
+            choices=tuple(CD_PRESETS),
+        ),
         *CONTRAST_OPTIONS,
-        *SEARCH_OPTIONS,
+        *_SEARCH_OPTIONS,
     ),  # fmt: skip
     build=_build,
     build_vllm=_build_vllm,
     check=check_sampling,
     streams=lambda values: values["num_beams"] == 1,
     aliases=("contrastive_decoding",),
+    presets={name: preset.options for name, preset in CD_PRESETS.items()},
 )

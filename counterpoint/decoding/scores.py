@@ -1,7 +1,9 @@
 """The contrast score shared by every expert-vs-amateur decoder (transformers and vLLM backends).
 
 Plausible head (Li et al. 2022): ``V_head = {v : z_e(v) >= log(alpha) + max_w z_e(w)}`` on the
-expert's log-probabilities; outside it the score is ``-inf``. Inside it, one of two forms:
+expert's log-probabilities; outside it the score is ``-inf``. ``alpha = 0`` makes every token plausible
+(no mask: Li et al.'s reference code decodes greedily that way, and DoLa scores TruthfulQA's options that
+way). Inside it, one of two forms:
 
 * ``"difference"`` (Li et al. 2022): ``log p_e(v) - gamma * log p_a(v)``, the amateur at temperature
   ``tau`` (their code: ``tau = 0.5``);
@@ -32,8 +34,9 @@ Form = Literal["difference", "beta"]
 CONTRAST_OPTIONS = (
     Option("form", "str", "score form: 'beta' (O'Brien and Lewis) or 'difference' (Li et al.)", default="beta",
            choices=("beta", "difference")),
-    Option("alpha", "float", "plausibility threshold in (0, 1]", default=0.1,
-           check=lambda v: 0.0 < v <= 1.0, valid="must be in (0, 1] (the plausibility threshold; 1 keeps the expert's argmax only)"),
+    Option("alpha", "float", "plausibility threshold in [0, 1] (0: no mask)", default=0.1,
+           check=lambda v: 0.0 <= v <= 1.0,
+           valid="must be in [0, 1] (the plausibility threshold; 0 keeps every token, 1 the expert's argmax only)"),
     Option("beta", "float", "contrast weight, 'beta' form", default=0.5,
            check=lambda v: v >= 0.0, valid="must be >= 0 (0 gives the expert alone)"),
     Option("gamma", "float", "amateur weight, 'difference' form", default=1.0,
@@ -48,7 +51,7 @@ class ContrastConfig:
     """How expert and amateur views are combined. Validated on creation (:data:`CONTRAST_OPTIONS`)."""
 
     form: Form = "beta"  # "difference" (Li et al.) or "beta" (O'Brien and Lewis)
-    alpha: float = 0.1  # plausibility threshold, in (0, 1]; 1 keeps the expert's argmax only
+    alpha: float = 0.1  # plausibility threshold, in [0, 1]; 0 keeps every token, 1 the expert's argmax only
     beta: float = 0.5  # beta form: weight of the contrast, >= 0; 0 gives the expert alone
     gamma: float = 1.0  # difference form: weight of the amateur's log-probability, >= 0
     tau: float = 1.0  # amateur temperature, > 0 (Li et al.'s code used 0.5)
@@ -68,11 +71,13 @@ def plausible_head(expert_logprobs: torch.Tensor, alpha: float) -> torch.Tensor:
 
     Args:
         expert_logprobs: ``(B, V)`` log-probabilities (or logits: the set is shift invariant).
-        alpha: threshold in (0, 1].
+        alpha: threshold in [0, 1]; 0 puts every token in the head (no mask).
 
     Returns:
         ``(B, V)`` bool, True where ``z(v) >= log(alpha) + max_w z(w)``. The argmax is always in.
     """
+    if alpha == 0:
+        return torch.ones_like(expert_logprobs, dtype=torch.bool)
     cutoff = expert_logprobs.max(dim=-1, keepdim=True).values + math.log(alpha)
     return expert_logprobs >= cutoff
 

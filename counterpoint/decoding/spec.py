@@ -224,6 +224,9 @@ class StrategySpec:
         aliases: older spellings of the name that still resolve, with a DeprecationWarning.
         position: where the strategy comes in listings (``--strategy`` choices, help, errors); equal
             positions list by name.
+        presets: named sets of option values (a paper's settings). When the strategy declares them it
+            also declares a ``preset`` option choosing one; a chosen preset's values stand in for the
+            defaults, and options given explicitly override them.
     """
 
     name: str
@@ -238,11 +241,26 @@ class StrategySpec:
     streams: Callable[[dict[str, Any]], bool] = field(default=lambda values: True)
     aliases: tuple[str, ...] = ()
     position: int = 100
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [o.name for o in self.options]
         if len(set(names)) != len(names):
             raise ValueError(f"strategy {self.name!r} declares an option twice: {names}")
+        if self.presets:
+            chooser = self.option("preset")
+            if chooser is None or set(chooser.choices or ()) != set(self.presets):
+                raise ValueError(
+                    f"strategy {self.name!r} has presets but no 'preset' option choosing among them"
+                )
+            for preset, values in self.presets.items():
+                for name, value in values.items():
+                    option = self.option(name)
+                    if option is None or name == "preset":
+                        raise ValueError(
+                            f"preset {preset!r} of strategy {self.name!r} sets unknown option {name!r}"
+                        )
+                    option.validate(value)
         if self.build_vllm is None and not self.no_vllm:
             raise ValueError(f"strategy {self.name!r} has no vLLM builder and no no_vllm reason")
 
@@ -250,7 +268,8 @@ class StrategySpec:
         return next((o for o in self.options if o.name == name), None)
 
     def resolve(self, options: GenerationOptions | Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Every option of this strategy with its value: the given one (checked) or the default.
+        """Every option of this strategy with its value: the given one (checked), else the chosen preset's,
+        else the default.
 
         Raises:
             UnknownOptionError: an option this strategy does not take (the message lists what it takes).
@@ -266,10 +285,15 @@ class StrategySpec:
                 f"does not apply to strategy {self.name!r}; it takes: {', '.join(names) or 'no options'}",
                 strategy=self.name, takes=names,
             )  # fmt: skip
+        preset: Mapping[str, Any] = {}
+        if "preset" in given and self.presets:
+            preset = self.presets[self.option("preset").validate(given["preset"])]
         values: dict[str, Any] = {}
         for opt in self.options:
             if opt.name in given:
                 values[opt.name] = opt.validate(given[opt.name])
+            elif opt.name in preset:
+                values[opt.name] = preset[opt.name]
             elif opt.required:
                 raise MissingOptionError(self.name, opt)
             else:

@@ -17,8 +17,11 @@ from counterpoint.eval.classify import (
 from counterpoint.eval.data import (
     DataNotInstalledError,
     OpenEndedExample,
+    TruthfulQAQuestion,
     imdb_split,
     load_imdb,
+    load_truthfulqa,
+    load_truthfulqa_mc,
     load_xsum_documents,
     open_ended_examples,
 )
@@ -36,6 +39,7 @@ __all__ = [
     "DataNotInstalledError",
     "MauveResult",
     "OpenEndedExample",
+    "TruthfulQAQuestion",
     "accuracy",
     "coherence",
     "coherence_scores",
@@ -45,6 +49,8 @@ __all__ = [
     "generate_labels",
     "imdb_split",
     "load_imdb",
+    "load_truthfulqa",
+    "load_truthfulqa_mc",
     "load_xsum_documents",
     "mauve_score",
     "normalize_label",

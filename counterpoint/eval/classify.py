@@ -4,9 +4,10 @@ Two ways to read a label off a causal LM, both batched with left padding:
 
 * :func:`verbalizer_scores` / :func:`verbalizer_predict`: for each prompt and each label's verbalizer
   (e.g. ``" positive"``), the summed log-probability of the verbalizer's tokens given the prompt; the
-  prediction is the label with the highest score. The prompt is run once; when a verbalizer has more
-  than one token, its remaining tokens are scored on a copy of the prompt's KV cache, one row per
-  label.
+  prediction is the label with the highest score. Scored by the project's one continuation scorer
+  (:func:`counterpoint.decoding.scoring.score_continuations`): the prompt is run once; when a verbalizer
+  has more than one token, its remaining tokens are scored on a copy of the prompt's KV cache, one row
+  per label.
 * :func:`generate_labels` and :func:`exact_match`: greedy-generate a few tokens and compare the first
   line, normalized, to the gold label string.
 
@@ -29,9 +30,6 @@ from typing import Any
 
 import torch
 
-from counterpoint import _hf
-from counterpoint.batching import left_pad, positions_from_mask
-
 __all__ = [
     "accuracy",
     "continuation_logprobs",
@@ -48,7 +46,6 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
 
 
-@torch.no_grad()
 def continuation_logprobs(
     model: Any,
     prompt_ids: Sequence[Sequence[int]],
@@ -58,6 +55,9 @@ def continuation_logprobs(
     batch_size: int = 8,
 ) -> torch.Tensor:
     """Summed log-probability of every continuation after every prompt.
+
+    Computed by :func:`counterpoint.decoding.scoring.score_continuations` (plain decoding) on every
+    (prompt, continuation) pair; each prompt runs once for all its continuations.
 
     Args:
         model: a causal LM (``model(input_ids, attention_mask, position_ids, past_key_values,
@@ -70,6 +70,8 @@ def continuation_logprobs(
     Returns:
         ``(N, L)`` fp32 tensor on CPU: ``log p(c_1..c_m | prompt) = sum_j log p(c_j | prompt, c_<j)``.
     """
+    from counterpoint.decoding.scoring import score_continuations
+
     _check_batch_size(batch_size)
     if len(continuation_ids) == 0:
         raise ValueError("continuation_ids is empty; pass at least one continuation (one per label)")
@@ -80,50 +82,12 @@ def continuation_logprobs(
                     f"{name}[{i}] is empty; every prompt and continuation needs at least one token"
                 )
     n_labels = len(continuation_ids)
-    first = torch.tensor([c[0] for c in continuation_ids])  # (L,)
-    longest = max(len(c) for c in continuation_ids)
-    device = next(model.parameters()).device
-    out = torch.empty((len(prompt_ids), n_labels), dtype=torch.float32)
-
-    for start in range(0, len(prompt_ids), batch_size):
-        rows = prompt_ids[start : start + batch_size]
-        b = len(rows)
-        batch = left_pad(rows, pad_token_id, device=device)
-        ids, mask = batch["input_ids"], batch["attention_mask"]  # (b, T)
-        res = _hf.forward(model, ids, attention_mask=mask, position_ids=positions_from_mask(mask))
-        last = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1).cpu()  # (b, V)
-        scores = last[:, first]  # (b, L): log p(c_1 | prompt)
-
-        if longest > 1:
-            # Score c_2..c_m: one row per (prompt, label), on the prompt's cache repeated L times.
-            cache = _hf.output_cache(res)
-            _hf.repeat_cache_rows(cache, n_labels)
-            steps = longest - 1
-            cont = torch.full((b * n_labels, steps), pad_token_id, dtype=torch.long)  # inputs c_1..c_{m-1}
-            target = torch.zeros((b * n_labels, steps), dtype=torch.long)  # targets c_2..c_m
-            valid = torch.zeros((b * n_labels, steps), dtype=torch.bool)
-            for r in range(b):
-                for lab, c in enumerate(continuation_ids):
-                    m = len(c) - 1
-                    cont[r * n_labels + lab, :m] = torch.tensor(c[:-1])
-                    target[r * n_labels + lab, :m] = torch.tensor(c[1:])
-                    valid[r * n_labels + lab, :m] = True
-            # Padding after a short continuation sits to its right, so it never affects the scored
-            # positions; mark it as real in the mask to keep the mask's shape simple.
-            full_mask = torch.cat(
-                [mask.repeat_interleave(n_labels, dim=0), torch.ones_like(cont, device=device)], dim=1
-            )
-            start_pos = mask.sum(-1).repeat_interleave(n_labels).unsqueeze(1)  # (b*L, 1)
-            cont_pos = start_pos + torch.arange(steps, device=device)  # (b*L, steps)
-            res2 = _hf.forward(
-                model, cont.to(device), attention_mask=full_mask, position_ids=cont_pos, cache=cache
-            )
-            logp = torch.log_softmax(res2.logits.float(), dim=-1).cpu()  # (b*L, steps, V)
-            picked = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # (b*L, steps)
-            rest = (picked * valid).sum(-1).view(b, n_labels)  # (b, L)
-            scores = scores + rest
-        out[start : start + b] = scores
-    return out
+    pairs_prompts = [list(p) for p in prompt_ids for _ in range(n_labels)]  # prompt i, label j at i * L + j
+    pairs_conts = [list(c) for _ in prompt_ids for c in continuation_ids]
+    scores = score_continuations(
+        model, pairs_prompts, pairs_conts, None, batch_size=batch_size * n_labels, pad_token_id=pad_token_id
+    )
+    return scores.view(len(prompt_ids), n_labels)
 
 
 def _tokenize_verbalizers(tokenizer: Any, verbalizers: Sequence[str]) -> list[list[int]]:

