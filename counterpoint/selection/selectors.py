@@ -28,8 +28,8 @@ __all__ = ["check_arguments", "METHODS", "ORDERS", "default_render", "select"]
 METHODS: tuple[str, ...] = tuple(registry.METHODS)  # the names; the specs are registry.METHODS
 ORDERS = ("most_similar_last", "most_similar_first", "random")
 
-# Accepted by every method, with their defaults.
-_COMMON_KWARGS = {"exclude_self": True, "batch_size": 256, "query_embeddings": None}
+# Accepted by every method, with their defaults (``scorer`` only by the methods that need one).
+_COMMON_KWARGS = {"exclude_self": True, "batch_size": 256, "query_embeddings": None, "scorer": None}
 
 
 def default_render(
@@ -95,7 +95,10 @@ def select(
         method: a name in :data:`counterpoint.selection.registry.METHODS`: ``"knn"`` (cosine
             similarity), ``"mmr"`` (``fetch_k=20``, ``lambda_mult=0.5``), ``"dpp"``
             (``candidates=100``, ``scale=0.1``), ``"bm25"`` (``k1``, ``b``, ``stopwords``),
-            ``"random"`` (seeded) or ``"vote-k"`` (query-independent; ``graph_k=150``, ``rho=10``).
+            ``"random"`` (seeded), ``"vote-k"`` (query-independent; ``graph_k=150``, ``rho=10``), or the
+            LM-scored ``"lm"`` (``candidates=16`` nearest re-ranked by the target model's one-shot score) and
+            ``"se2"`` (Se²'s beam search over demonstration sequences; ``candidates=8``, ``beam_size=3``),
+            both with ``target="prediction" | "labels"`` and ``answers_key`` (need ``scorer=``).
         query_key: the key(s) of a query dict holding its text (joined by newlines like the pool's
             ``text_keys``); ``None`` uses the pool's ``text_keys``. A string query becomes
             ``{query_key: string}``.
@@ -113,12 +116,16 @@ def select(
         seed: seeds ``method="random"`` and ``order="random"``.
         **method_kwargs: the method's knobs above, and for every method ``exclude_self=True`` (a
             query never gets back an example with its id or its exact text), ``batch_size`` (query
-            embedding) and ``query_embeddings`` (precomputed ``(Q, D)``, skips the embedder).
+            embedding) and ``query_embeddings`` (precomputed ``(Q, D)``, skips the embedder). The
+            LM-scored methods (``"lm"``, ``"se2"``) need ``scorer=`` (an
+            :class:`~counterpoint.selection.lm_scorer.LMScorer`: the target model, its tokenizer and the
+            prompt template).
 
     Returns:
         Per query, a list of ``{"index": int, "score": float, "example": dict}`` in prompt order.
-        ``score`` is the cosine similarity (knn, mmr, dpp), the BM25 score, the vote-k score, or 0.0
-        (random).
+        ``score`` is the cosine similarity (knn, mmr, dpp), the BM25 score, the vote-k score, 0.0
+        (random), the model's one-shot score (lm), or the sequence's running score after the
+        demonstration was chosen (se2).
     """
     req = _validate(
         pool, queries, k, method, query_key, balance_labels, max_tokens, tokenizer, order, seed, method_kwargs
@@ -132,8 +139,14 @@ def select(
                     f"max_tokens={max_tokens} is too small for query {qi}: the query alone takes {alone} "
                     "tokens; raise max_tokens"
                 )
-    rankings = registry.get_method(req.method).rank(pool, req)
-    chosen = [take(r, req, qi) for qi, r in enumerate(rankings)]
+    spec = registry.get_method(req.method)
+    if max_tokens is not None:
+        req.max_tokens = max_tokens
+        req.count_tokens = lambda demos, query: _count_tokens(tokenizer, render_fn(demos, query))
+    rankings = spec.rank(pool, req)
+    # A method that searches within the budget may stop short of k; any other must reach it.
+    strict = not (spec.budget_aware and max_tokens is not None)
+    chosen = [take(r, req, qi, strict=strict) for qi, r in enumerate(rankings)]
 
     rng = np.random.default_rng(seed)
     results = []
@@ -205,6 +218,20 @@ def check_arguments(
     return opts
 
 
+def _check_scorer(spec: Any, scorer: Any) -> None:
+    if scorer is None:
+        if spec.needs_scorer:
+            raise ValueError(
+                f"method={spec.name!r} scores demonstrations with the target model: pass "
+                "scorer=LMScorer.from_template(model, tokenizer, template) (counterpoint.selection.LMScorer)"
+            )
+        return
+    if not spec.needs_scorer:
+        raise ValueError(f"method={spec.name!r} takes no scorer (only the LM-scored methods do)")
+    if not (callable(getattr(scorer, "score", None)) and callable(getattr(scorer, "answer_text", None))):
+        raise OptionError("scorer", type(scorer).__name__, "must be a counterpoint.selection.LMScorer")
+
+
 def _validate(
     pool, queries, k, method, query_key, balance_labels, max_tokens, tokenizer, order, seed, kwargs
 ) -> SelectionRequest:
@@ -213,6 +240,7 @@ def _validate(
     if len(pool) == 0:
         raise ValueError("the pool is empty; add examples before selecting")
     opts = check_arguments(method, k, len(pool), **kwargs)
+    _check_scorer(registry.get_method(method), opts["scorer"])
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
     if max_tokens is not None:

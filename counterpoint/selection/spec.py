@@ -70,6 +70,11 @@ class MethodSpec:
             holds every keyword with its default filled in. ``None``: nothing to check.
         position: where the method comes in listings (``--method`` choices, error messages);
             equal positions list by name.
+        needs_scorer: the method asks the target model (``select(..., scorer=LMScorer(...))``, a
+            :class:`~counterpoint.selection.lm_scorer.LMScorer`); a command line builds one from the model
+            and the prompt template.
+        budget_aware: the method applies the token budget while it searches (``request.max_tokens``) and
+            may return fewer than ``k`` when nothing more fits.
     """
 
     name: str
@@ -79,6 +84,8 @@ class MethodSpec:
     kwargs: tuple[MethodKwarg, ...] = ()
     check: Callable[[Mapping[str, Any], int], None] | None = None
     position: int = 100
+    needs_scorer: bool = False
+    budget_aware: bool = False
     defaults: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -132,7 +132,7 @@ def test_bad_select_arguments():
         ({"k": 0}, "k must be a positive int, got 0"),
         (
             {"method": "knn2"},
-            r"method must be one of \['knn', 'mmr', 'dpp', 'bm25', 'random', 'vote-k'\], got 'knn2'",
+            r"method must be one of \['knn', 'mmr', 'dpp', 'bm25', 'random', 'vote-k', 'lm', 'se2'\], got 'knn2'",
         ),
         (
             {"order": "up"},

@@ -15,7 +15,7 @@ from .conftest import make_pool
 
 
 def test_registry_lists_every_method_in_order_with_what_a_cli_needs():
-    assert list(registry.METHODS) == ["knn", "mmr", "dpp", "bm25", "random", "vote-k"]
+    assert list(registry.METHODS) == ["knn", "mmr", "dpp", "bm25", "random", "vote-k", "lm", "se2"]
     assert tuple(registry.METHODS) == selection.METHODS
     for name, spec in registry.METHODS.items():
         assert spec.name == name and spec.summary and "\n" not in spec.summary
@@ -25,12 +25,21 @@ def test_registry_lists_every_method_in_order_with_what_a_cli_needs():
     assert registry.get_method("dpp").defaults == {"candidates": 100, "scale": 0.1}
     assert registry.get_method("bm25").defaults == {"k1": 1.5, "b": 0.75, "stopwords": "en"}
     assert registry.get_method("vote-k").defaults == {"graph_k": 150, "rho": 10.0}
+    assert registry.get_method("lm").defaults == {"candidates": 16, "target": "prediction", "answers_key": ""}
+    assert registry.get_method("se2").defaults == {
+        "candidates": 8,
+        "target": "prediction",
+        "answers_key": "",
+        "beam_size": 3,
+    }
+    assert {n for n, s in registry.METHODS.items() if s.needs_scorer} == {"lm", "se2"}
+    assert {n for n, s in registry.METHODS.items() if s.budget_aware} == {"se2"}
 
 
 def test_get_method_unknown_lists_the_valid_names():
     with pytest.raises(
         ValueError,
-        match=r"method must be one of \['knn', 'mmr', 'dpp', 'bm25', 'random', 'vote-k'\], got 'knn2'",
+        match=r"method must be one of \['knn', 'mmr', 'dpp', 'bm25', 'random', 'vote-k', 'lm', 'se2'\], got 'knn2'",
     ):
         registry.get_method("knn2")
 
@@ -114,7 +123,7 @@ def test_a_new_method_is_one_module(tmp_path, monkeypatch):
     monkeypatch.setattr(methods, "__path__", [*methods.__path__, str(tmp_path)])
     found = registry._discover()
     monkeypatch.setattr(registry, "METHODS", found)
-    assert list(found)[-1] == "lowest-index" and list(found)[:6] == list(selection.METHODS)
+    assert list(found)[-1] == "lowest-index" and list(found)[:-1] == list(selection.METHODS)
     pool, _, _, _ = make_pool(n=12)
     got = select(pool, ["x"], k=3, method="lowest-index", start=4, order="most_similar_first")
     assert [d["index"] for d in got[0]] == [4, 5, 6]

@@ -10,7 +10,11 @@ dpp        ``"dpp"``: greedy MAP for a DPP (:func:`dpp_kernel`, :func:`dpp_greed
 bm25       ``"bm25"``: BM25 through bm25s (:func:`bm25_rankings`)
 random     ``"random"``: seeded uniform draws (:func:`random_rankings`)
 vote_k     ``"vote-k"``: the query-independent vote-k order (:class:`VoteK`)
+lm         ``"lm"``: the nearest candidates re-ranked by the target model's one-shot score
+se2        ``"se2"``: Se²'s beam search over demonstration sequences, scored by the model
 =========  ======================================================================
+
+``_lm_feedback`` holds what the two LM-scored methods share (no ``SPEC``: not a method).
 
 Adding a method is one new module here that defines ``SPEC`` (a
 :class:`~counterpoint.selection.spec.MethodSpec`), plus its tests: ``select()``, the registry and the
