@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -210,7 +211,7 @@ class LMScorer:
             for i, key in enumerate(share):
                 groups.setdefault(key, []).append(i)
             for members in groups.values():
-                common = _common_prefix_length([ids[i] for i in members])
+                common = len(os.path.commonprefix([ids[i] for i in members]))  # element-wise: lists work
                 for i in members:
                     prefix[i] = common
         pair_prompts, pair_conts, pair_prefix, sizes = [], [], [], []
@@ -248,16 +249,3 @@ class LMScorer:
         ids = kwargs.get("input_ids", args[0] if args else None)
         self.stats.forwards += 1
         self.stats.tokens += int(ids.numel()) if ids is not None else 0
-
-
-def _common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
-    """Length of the longest common prefix of token-id lists."""
-    first = rows[0]
-    n = len(first)
-    for row in rows[1:]:
-        n = min(n, len(row))
-        for j in range(n):
-            if row[j] != first[j]:
-                n = j
-                break
-    return n

@@ -2,13 +2,10 @@
 
 import importlib.util
 import math
-import random
 import sys
 from pathlib import Path
 
 import pytest
-
-import counterpoint.selection
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,67 +67,54 @@ def test_open_ended_rejects_unknown_strategy(open_ended, capsys):
 
 
 def test_selection_verdicts_follow_the_numbers(selection):
-    cells = {
-        ("random", 4): selection.Cell(
-            accuracies=[0.60, 0.64, 0.62], positive_share=[0.5] * 3, label_match=[0.5] * 3
-        ),
-        ("knn", 4): selection.Cell(accuracies=[0.70], positive_share=[0.5], label_match=[0.8]),
-        ("mmr", 4): selection.Cell(accuracies=[0.63], positive_share=[0.95], label_match=[0.7]),
+    args = selection.parse_args([])
+    rows = selection.methods(args)
+    cell = selection.Cell
+    cells = {  # accuracy per split; one query of 24 is 4.2 points
+        "zero-shot": cell(accuracies=[0.75, 0.70, 0.80]),
+        "random": cell(accuracies=[0.60, 0.64, 0.62]),
+        "knn": cell(accuracies=[0.66, 0.64, 0.68]),  # +4.0 over random: not by more than one query
+        "mmr": cell(accuracies=[0.66, 0.67, 0.68]),  # +5.0: beyond random's spread and one query
+        "lm": cell(accuracies=[0.75, 0.71, 0.80]),  # zero-shot's, split by split, on average
+        "lm-labels": cell(accuracies=[0.74, 0.69, 0.78]),  # below zero-shot, above MMR by [8, 2, 10]
+        "se2": cell(accuracies=[0.66, 0.60, 0.70]),  # below both
     }
-    lines = selection.verdicts(cells, [4], n_test=100, max_words=64)
-    assert lines[0].startswith(
-        "- **kNN, k = 4**: as the papers claim: 70.0% against random's 62.0% ± 2.0 (+8.0 points"
+    lines = selection.verdicts(selection.TASKS["imdb"], rows, cells, 24, args)
+    text = "\n".join(lines)
+    assert (
+        "- **kNN**: not as the papers claim: 66.0 ± 2.0% against random's 62.0 ± 2.0% (+4.0 points; one query "
+        "is 4.2 points)." in text
     )
-    assert lines[1].startswith("- **MMR, k = 4**: not as the papers claim: 63.0%")
-    assert "within random's spread" in lines[1] and "answers 'positive' for 95% of reviews" in lines[1]
-    assert "(70% against 50%)" in lines[1]
-
-
-class _FakePool:
-    def __init__(self, records):
-        self.records = records
-
-    @classmethod
-    def from_records(cls, records, text_keys=("input",), label_key=None, embedder=None):
-        return cls(records)
-
-
-def _fake_select(
-    pool, queries, k=4, method="knn", *, query_key="input", balance_labels=False, seed=0, **kwargs
-):
-    """Random or word-overlap nearest neighbours: enough to drive the script, not the real selection."""
-    out = []
-    for q in queries:
-        if method == "random":
-            idx = random.Random(seed).sample(range(len(pool.records)), k)
-        else:
-            words = set(q[query_key].lower().split())
-            overlap = [len(words & set(r["input"].lower().split())) for r in pool.records]
-            idx = sorted(range(len(pool.records)), key=lambda i: overlap[i])[-k:]
-        out.append([{"index": i, "score": 0.0, "example": pool.records[i]} for i in idx])
-    return out
+    assert "- **MMR**: as the papers claim: 67.0 ± 1.0% against random's 62.0 ± 2.0% (+5.0 points" in text
+    label = {name: rows[name].label for name in ("lm", "lm-labels", "se2")}
+    assert (
+        f"- **{label['lm']}**: closes the gap to zero-shot: 75.3 ± 4.5% against zero-shot's 75.0 ± 5.0% "
+        "(paired difference +0.3 ± 0.6 points); against MMR" in text
+    )
+    assert f"- **{label['lm-labels']}**: narrows the gap but does not close it:" in text
+    assert f"- **{label['se2']}**: does not close the gap:" in text
+    assert "here, training-free on a 135M model: +5% relative (65.3 ± 5.0% against 62.0 ± 2.0%)" in text
 
 
 @pytest.mark.slow
-def test_selection_script_runs_few_shot_end_to_end(selection, monkeypatch, tmp_path):
-    monkeypatch.setattr(counterpoint.selection, "DemoPool", _FakePool, raising=False)
-    monkeypatch.setattr(counterpoint.selection, "select", _fake_select, raising=False)
+def test_selection_script_runs_every_row_end_to_end(selection, tmp_path):
+    """The report on the embedded models, two queries per split: every row runs and lands in the tables."""
     out = tmp_path / "selection.md"
-    selection.main(["--limit", "3", "--ks", "2", "--methods", "zero-shot,random,knn", "--out", str(out)])
+    selection.main(
+        ["--tasks", "imdb,csqa", "--splits", "2", "--limit", "2", "--k", "2", "--lm-candidates", "3",
+         "--se2-candidates", "3", "--beam-size", "2", "--out", str(out)]
+    )  # fmt: skip
     report = out.read_text()
-    table = [line for line in report.splitlines() if line.startswith("| ")]
-    assert table[0] == "| demonstrations | k = 2 | demo label match, k = 2 |"
-    assert table[2].startswith("| random (mean ± sd over seeds [0, 1, 2]) | ") and " ± " in table[2]
-    assert "- **kNN, k = 2**:" in report and "Quick run** (3 test reviews)" in report
-
-
-def test_format_prompt(selection):
-    demos = [{"index": 0, "score": 1.0, "example": {"input": "one two three", "label": "positive"}}]
-    got = selection.format_prompt(demos, {"input": "a b c d"}, max_words=2)
-    assert (
-        got
-        == f"{selection.INSTRUCTION}\n\nReview: one two ...\nSentiment: positive\n\nReview: a b ...\nSentiment:"
-    )
+    assert "failed" not in report
+    tables = [line for line in report.splitlines() if line.startswith("| ")]
+    assert tables[0].startswith("| demonstrations | accuracy, k = 2 (mean ± sd over 2 splits) | demo label match")
+    args = selection.parse_args(["--lm-candidates", "3", "--se2-candidates", "3", "--beam-size", "2"])
+    rows = selection.methods(args)
+    for name in args.methods:  # every default row (lm-labels runs on request)
+        row = rows[name]
+        got = [line for line in tables if line.startswith(f"| {row.label} | ")]
+        assert len(got) == 2, (name, got)  # IMDb and CommonsenseQA
+    assert "## In short" in report and "CommonsenseQA" in report
 
 
 @pytest.fixture(scope="module")
