@@ -158,7 +158,9 @@ def test_resume_after_interruption_gives_the_uninterrupted_file(
     runner, tiny_model_dir, tmp_path, monkeypatch, command
 ):
     monkeypatch.setattr(
-        cli, "_build_selector", lambda pool, kw, template, tok, method_kwargs: OverlapSelector(POOL)
+        cli,
+        "_build_selector",
+        lambda pool, kw, template, tok, method_kwargs, model=None: OverlapSelector(POOL),
     )
     rows = [{"id": i, "prompt": q["input"], "input": q["input"]} for i, q in enumerate(QUERIES)]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
@@ -252,7 +254,9 @@ def test_run_prompts_are_the_template_rendering_of_the_selected_demos(
     runner, tiny_model_dir, tiny, tmp_path, monkeypatch
 ):
     selector = OverlapSelector(POOL)
-    monkeypatch.setattr(cli, "_build_selector", lambda pool, kw, template, tok, method_kwargs: selector)
+    monkeypatch.setattr(
+        cli, "_build_selector", lambda pool, kw, template, tok, method_kwargs, model=None: selector
+    )
     src = write_jsonl(tmp_path / "q.jsonl", QUERIES)
     pool = write_jsonl(tmp_path / "pool.jsonl", POOL)
     args = ["run", str(src), "--pool", str(pool), "--model", str(tiny_model_dir), "--max-new-tokens", "3"]
@@ -269,7 +273,9 @@ def test_run_prompts_are_the_template_rendering_of_the_selected_demos(
 
 def test_run_with_chat_template(runner, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(
-        cli, "_build_selector", lambda pool, kw, template, tok, method_kwargs: OverlapSelector(POOL, k=1)
+        cli,
+        "_build_selector",
+        lambda pool, kw, template, tok, method_kwargs, model=None: OverlapSelector(POOL, k=1),
     )
     src = write_jsonl(tmp_path / "q.jsonl", QUERIES[:1])
     pool = write_jsonl(tmp_path / "pool.jsonl", POOL)

@@ -43,7 +43,9 @@ class EmbeddingKnn:
 @pytest.mark.slow
 def test_counterpoint_run_on_the_embedded_models(smollm2, minilm, tmp_path, monkeypatch):
     selector = EmbeddingKnn(minilm, POOL, k=3)
-    monkeypatch.setattr(cli, "_build_selector", lambda pool, kw, template, tok, method_kwargs: selector)
+    monkeypatch.setattr(
+        cli, "_build_selector", lambda pool, kw, template, tok, method_kwargs, model=None: selector
+    )
     queries = tmp_path / "q.jsonl"
     queries.write_text("".join(json.dumps(q) + "\n" for q in QUERIES))
     pool = tmp_path / "pool.jsonl"

@@ -115,7 +115,9 @@ def test_layer_contrast(tiny_model_dir, tiny):
 def test_input_contrast_run_uses_the_no_demos_prompt(tiny_model_dir, tiny, tmp_path, monkeypatch):
     from counterpoint.decoding import ContrastConfig, input_contrast
 
-    monkeypatch.setattr(cli, "_build_selector", lambda pool, kw, template, tok, method_kwargs: _FirstTwo())
+    monkeypatch.setattr(
+        cli, "_build_selector", lambda pool, kw, template, tok, method_kwargs, model=None: _FirstTwo()
+    )
     queries = tmp_path / "q.jsonl"
     queries.write_text(json.dumps(QUERIES[0]) + "\n")
     pool = tmp_path / "pool.jsonl"
