@@ -176,9 +176,7 @@ def test_dola_runs_under_beam_search_and_every_row_of_a_batch_shares_one_layer()
 
 @pytest.mark.parametrize("mode", ["jsd", "dola"])
 @pytest.mark.parametrize("rows", [(0,), (0, 1, 2)])
-@pytest.mark.parametrize(
-    "gen", [{"do_sample": False}, {"do_sample": True, "top_p": 0.9}]
-)
+@pytest.mark.parametrize("gen", [{"do_sample": False}, {"do_sample": True, "top_p": 0.9}])
 def test_one_token_heads_skip_the_premature_layers_and_change_no_token(mode, rows, gen):
     """A peaked model (many one-token plausible heads): the automatic path skips those rows (jsd) or steps
     (dola: when every row's head is one token) and gives the tokens of the full path."""

@@ -107,7 +107,9 @@ def test_selection_script_runs_every_row_end_to_end(selection, tmp_path):
     report = out.read_text()
     assert "failed" not in report
     tables = [line for line in report.splitlines() if line.startswith("| ")]
-    assert tables[0].startswith("| demonstrations | accuracy, k = 2 (mean ± sd over 2 splits) | demo label match")
+    assert tables[0].startswith(
+        "| demonstrations | accuracy, k = 2 (mean ± sd over 2 splits) | demo label match"
+    )
     args = selection.parse_args(["--lm-candidates", "3", "--se2-candidates", "3", "--beam-size", "2"])
     rows = selection.methods(args)
     for name in args.methods:  # every default row (lm-labels runs on request)
