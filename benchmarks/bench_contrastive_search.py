@@ -3,8 +3,9 @@
 For each batch size (1 and 8 by default) and each k (4 and 8), on the embedded SmolLM2-135M:
 
 * greedy and contrastive search per-token time, measured as (t(N tokens) - t(1 token)) / (N - 1), so
-  the prompt's prefill cancels out; the best of --repeats runs (interference on a shared machine only
-  ever adds time), the strategies interleaved so that drift in machine speed hits them alike;
+  the prompt's prefill cancels out; the strategies run in turns, --repeats times, and every ratio is
+  taken within one repeat (each strategy over the greedy run of the same repeat), then summarised as the
+  median with the lowest and highest repeat, so that one lucky or unlucky run cannot decide a target;
 * the floor: one cached forward of k new tokens (logits for one position per row, which is all the
   step needs) against one cached forward of a single token. Contrastive search cannot cost less than
   this, and the target is within 1.1x of it;
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import threading
@@ -89,7 +92,7 @@ def floor_ratio(model, batch, k: int, context_tokens: int, repeats: int) -> floa
     for _ in range(repeats):
         singles.append(step(1))
         multis.append(step(k))
-    return min(multis) / min(singles)
+    return statistics.median(m / s for m, s in zip(multis, singles, strict=True))
 
 
 def child_peak_memory(strategy: str, k: int, batch_size: int, new_tokens: int) -> list[float]:
@@ -152,6 +155,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "contrastive_search.md"))
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # internal: strategy,k,batch,tokens
     args = parser.parse_args()
+    load_start = os.getloadavg()[0]
     if args.memory_probe:
         strategy, k, bs, n = args.memory_probe.split(",")
         print(json.dumps(_memory_probe(strategy, int(k), int(bs), int(n))))
@@ -176,7 +180,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for s, k in strategies:
                 times[(s, k)].append(per_token_time(model, batch, s, k, args.new_tokens))
-        greedy = min(times[("greedy", 1)])
+        greedy = times[("greedy", 1)]
         mem: dict[tuple[str, int], list[float]] = {}
         if not args.no_memory:
             for s, k in strategies:
@@ -186,16 +190,17 @@ def main() -> None:
                     else child_peak_memory(s, k, bs, args.new_tokens)
                 )
         for s, k in strategies:
-            t = min(times[(s, k)])
+            ratios = [t / g for t, g in zip(times[(s, k)], greedy, strict=True)]  # per repeat
             floor = 1.0 if s == "greedy" else floor_ratio(model, batch, k, 32, 20)
             rows.append(
                 {
                     "batch": bs,
                     "strategy": "greedy" if s == "greedy" else f"contrastive search, k={k}",
-                    "ms_per_token": 1000 * t,
-                    "x_greedy": t / greedy,
+                    "ms_per_token": 1000 * statistics.median(times[(s, k)]),
+                    "x_greedy": statistics.median(ratios),
                     "floor": floor,
-                    "x_floor": (t / greedy) / floor,
+                    "x_floor": statistics.median(ratios) / floor,
+                    "x_floor_range": (min(ratios) / floor, max(ratios) / floor),
                     "peak_mib": mem[(s, k)][1] if mem else None,
                     "extra_mib": mem[(s, k)][1] - mem[(s, k)][0] if mem else None,
                     "peak_x_greedy": mem[(s, k)][1] / mem[("greedy", 1)][1] if mem else None,
@@ -205,9 +210,10 @@ def main() -> None:
 
     lines = [
         f"Device: {dev_name}; model: SmolLM2-135M-Instruct fp32; {args.new_tokens} new tokens; "
-        f"best of {args.repeats}; torch {torch.__version__}.",
+        f"median of {args.repeats} interleaved repeats (x floor: median [lowest-highest repeat]); load average "
+        f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; torch {torch.__version__}.",
         "",
-        "| batch | strategy | ms/token | x greedy | floor (k-token forward / 1-token) | x floor "
+        "| batch | strategy | ms/token | x greedy | floor (k-token forward / 1-token) | x floor, median [min-max] "
         "| peak MiB | peak x greedy | peak above loaded model, MiB |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -217,7 +223,8 @@ def main() -> None:
         extra = "" if r["extra_mib"] is None else f"{r['extra_mib']:.1f}"
         lines.append(
             f"| {r['batch']} | {r['strategy']} | {r['ms_per_token']:.1f} | {r['x_greedy']:.2f} | "
-            f"{r['floor']:.2f} | {r['x_floor']:.2f} | {peak} | {peak_x} | {extra} |"
+            f"{r['floor']:.2f} | {r['x_floor']:.2f} [{r['x_floor_range'][0]:.2f}-{r['x_floor_range'][1]:.2f}] | "
+            f"{peak} | {peak_x} | {extra} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)
