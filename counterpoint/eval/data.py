@@ -111,23 +111,16 @@ def imdb_split(n_test: int = 100, seed: int = 0) -> tuple[list[dict[str, Any]], 
     Returns:
         ``(pool, test)`` with ``200 - n_test`` and ``n_test`` records.
     """
-    records = load_imdb()
-    if not (isinstance(n_test, int) and 1 <= n_test < len(records)):
-        raise ValueError(
-            f"n_test={n_test!r} must be an integer in [1, {len(records) - 1}] (there are {len(records)} reviews)"
-        )
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    shuffled = [records[i] for i in order]
-    return shuffled[n_test:], shuffled[:n_test]
+    return _split(load_imdb(), n_test, seed, "reviews")
 
 
 def _split(
-    records: list[dict[str, Any]], n_test: int, seed: int
+    records: list[dict[str, Any]], n_test: int, seed: int, noun: str = "records"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``records`` shuffled with ``seed``, split into ``(pool, test)`` with ``n_test`` test records."""
     if not (isinstance(n_test, int) and 1 <= n_test < len(records)):
         raise ValueError(
-            f"n_test={n_test!r} must be an integer in [1, {len(records) - 1}] (there are {len(records)} records)"
+            f"n_test={n_test!r} must be an integer in [1, {len(records) - 1}] (there are {len(records)} {noun})"
         )
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
