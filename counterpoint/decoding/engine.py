@@ -36,7 +36,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel
 
 from counterpoint import _hf
 from counterpoint.batching import expand_rows, positions_from_mask
-from counterpoint.decoding.scores import ContrastConfig, contrast_scores
+from counterpoint.decoding.scores import ContrastConfig, ExpertStep, contrast_scores
 
 __all__ = [
     "AlteredPrompt",
@@ -80,6 +80,7 @@ class ContrastLogitsProcessor(LogitsProcessor):
         # Columns the expert has and the amateur lacks are allowed only up to this size (confirmed by a
         # tokenizer when one lm_head is padded past it); None means widths must agree.
         self._real_vocab: int | None = None
+        self._step: ExpertStep | None = None  # the expert's log-probabilities and head, during __call__
 
     # -- state ---------------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -198,7 +199,13 @@ class ContrastLogitsProcessor(LogitsProcessor):
             ``(N, V)`` fp32 contrast scores, ``-inf`` outside the expert's plausible head; a new tensor.
         """
         first, beam_idx = self._follow(input_ids)
-        amateur = self._amateur_logits(input_ids, scores, first, beam_idx)  # (N, V')
+        # The expert's log-probabilities and head, computed once for the amateur (which may need them) and
+        # the scores.
+        step = self._step = ExpertStep(scores, self.contrast.alpha)
+        try:
+            amateur = self._amateur_logits(input_ids, scores, first, beam_idx)  # (N, V')
+        finally:
+            self._step = None
         # "detect" compares the next call's rows with these; the other modes only need the shape.
         self._prev_ids = input_ids.detach().clone() if self.rows_move == "detect" else input_ids
         vocab = scores.shape[-1]
@@ -212,7 +219,7 @@ class ContrastLogitsProcessor(LogitsProcessor):
                 )
             # The expert's padded columns are no tokens: score them -inf, pad the amateur with zeros.
             amateur = torch.nn.functional.pad(amateur, (0, vocab - width))
-            out = contrast_scores(scores, amateur, self.contrast)
+            out = contrast_scores(scores, amateur, self.contrast, step)
             out[:, width:] = float("-inf")
             return out
         if width > vocab and (self._real_vocab is None or self._real_vocab > vocab) and first:
@@ -221,7 +228,15 @@ class ContrastLogitsProcessor(LogitsProcessor):
                 "vocabularies differ. If the amateur's lm_head is only padded past a shared tokenizer, pass "
                 "amateur_tokenizer= (or expert_tokenizer=) so the padding can be checked"
             )
-        return contrast_scores(scores, amateur, self.contrast)
+        return contrast_scores(scores, amateur, self.contrast, step)
+
+    def _expert_step(self, scores: torch.Tensor) -> ExpertStep:
+        """This call's :class:`ExpertStep` when ``scores`` are its expert logits, else a new one (an amateur
+        asked for outside :meth:`__call__`, as :mod:`counterpoint.decoding.scoring` does)."""
+        step = self._step
+        if step is not None and step.of(scores, self.contrast.alpha):
+            return step
+        return ExpertStep(scores, self.contrast.alpha)
 
     def _amateur_logits(
         self, input_ids: torch.Tensor, scores: torch.Tensor, first: bool, beam_idx: torch.Tensor | None

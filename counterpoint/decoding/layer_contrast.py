@@ -224,6 +224,7 @@ class LayerContrast(ContrastLogitsProcessor):
         self._layers = layers
         self._captured: dict[int, torch.Tensor] = {}
         self._hooks: list[Any] = []
+        self._workspace = _Workspace()  # jsd / dola: the divergence's buffers, kept from step to step
         self._attach()
 
     def _attach(self) -> None:
@@ -254,6 +255,7 @@ class LayerContrast(ContrastLogitsProcessor):
         _remove_hooks(self._hooks)
         self._hooks = []
         self._captured = {}
+        self._workspace = _Workspace()
         self._prev_ids = None
 
     def _follow(self, input_ids: torch.Tensor, contents: bool = True) -> tuple[bool, torch.Tensor | None]:
@@ -308,7 +310,10 @@ class LayerContrast(ContrastLogitsProcessor):
             logits = self._project(hidden).to(scores.device)  # (C, N, V) raw states, no final norm
             if logits.shape[0] == 1:
                 return logits[0]
-            pick = _dola_layer(scores.float(), logits)  # (1,) one layer for the batch
+            final = self._expert_step(scores).logprobs  # (N, V), computed once for this and the scores
+            pick = _dola_layer(
+                final, logits, self._workspace, normalised=True
+            )  # (1,) one layer for the batch
             return logits.index_select(0, pick)[0]  # (N, V)
         logits = self._project(self._norm(hidden)).float().to(scores.device)  # (C, N, V)
         if self.layer_mode == "fixed":
@@ -316,19 +321,16 @@ class LayerContrast(ContrastLogitsProcessor):
         if self.layer_mode == "fusion":
             return torch.log_softmax(logits, dim=-1).mean(dim=0)  # (N, V): log of the geometric mean
         # jsd: per row, the layer furthest from the final distribution.
-        logq, q = _log_softmax_and_softmax(logits)  # (C, N, V)
-        logp, p = _log_softmax_and_softmax(scores)  # (N, V)
-        pick = _jsd(logp[None], logq, p[None], q).argmax(dim=0)  # (N,)
-        return logq.gather(0, pick[None, :, None].expand(1, *logq.shape[1:]))[0]  # (N, V)
+        final = self._expert_step(scores).logprobs  # (N, V)
+        pick = _jsd(final, logits, self._workspace, normalised=True).argmax(dim=0)  # (N,)
+        return logits.gather(0, pick[None, :, None].expand(1, *logits.shape[1:]))[0]  # (N, V)
 
     def _choose_where_it_matters(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """:meth:`_choose` for the rows whose plausible head holds more than one token (jsd: row by row;
         dola, whose one layer comes from every row: all rows, unless none needs it). A one-token head leaves
         one finite score whatever the amateur, so the token is forced; those rows get a uniform amateur
         (zeros) and cost no lm_head product. Reads the rows back to the host (a sync): CPU only."""
-        head = plausible_head(
-            torch.log_softmax(scores.float(), dim=-1), self.contrast.alpha
-        )  # as contrast_scores
+        head = self._expert_step(scores).head  # as contrast_scores
         rows = (head.sum(dim=-1) > 1).nonzero()[:, 0]  # (R,)
         n = scores.shape[0]
         if rows.numel() == n:
@@ -473,10 +475,12 @@ def _remove_hooks(handles: list[Any]) -> None:
         h.remove()  # removing twice is harmless
 
 
-# exp() of a float32 below this underflows to a subnormal or 0, which the CPU computes far slower (a raw
-# premature layer's log-probabilities reach -1000 on SmolLM2). Probabilities below exp(-87) are taken as
-# exp(-87) ~ 1.6e-38: no sum over a vocabulary can see the difference in float32.
-_EXP_FLOOR = -87.0
+# exp() of a float32 below about -87 gives a subnormal or 0, and a product or quotient that lands there is
+# computed far slower by the CPU (a raw premature layer's log-probabilities reach -1000 on SmolLM2).
+# Probabilities are floored at exp(-60) ~ 8.8e-27 before normalising, so that they, and the mixtures made
+# from them, stay normal floats for any vocabulary below 2**40 tokens: a sum over a vocabulary cannot see
+# the difference in float32 (V * 8.8e-27 * |log| is far below one ulp of the sums it enters).
+_EXP_FLOOR = -60.0
 
 
 def _log_softmax_and_softmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -488,51 +492,120 @@ def _log_softmax_and_softmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return shifted.sub_(total.log()), probs.div_(total)
 
 
-def _jsd(
-    logp: torch.Tensor, logq: torch.Tensor, p: torch.Tensor | None = None, q: torch.Tensor | None = None
+class _Workspace:
+    """Three fp32 buffers the shape of the candidates' logits, kept from step to step.
+
+    A decoding step's ``(C, N, V)`` temporaries are megabytes each; freshly allocated at every step, the
+    allocator hands them back to the system and takes them again, and the page faults cost more than the
+    arithmetic (on SmolLM2 at batch 8, twice the divergence itself)."""
+
+    def __init__(self) -> None:
+        self._buffers: tuple[torch.Tensor, ...] = ()
+
+    def get(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b = self._buffers
+        if not b or b[0].shape != like.shape or b[0].device != like.device:
+            b = self._buffers = tuple(
+                torch.empty(like.shape, dtype=torch.float32, device=like.device) for _ in range(3)
+            )
+        return b
+
+
+def _divergences(
+    final: torch.Tensor,
+    premature: torch.Tensor,
+    kind: Literal["jsd", "dola"],
+    workspace: _Workspace | None = None,
+    normalised: bool = False,
 ) -> torch.Tensor:
-    """Jensen-Shannon divergence over the last dim of two log-probability tensors (natural log, broadcast).
+    """``(C, N)`` fp32: each candidate's divergence from the final layer, row by row, summed over the vocabulary.
 
-    ``0.5 * (sum p log(p / m) + sum q log(q / m))`` with ``m = (p + q) / 2``, as dot products: one
-    logarithm per element. ``p`` and ``q`` (the probabilities, when the caller has them) are recomputed
-    from the logs otherwise.
+    For ``P`` the final layer's distribution, ``Q`` a candidate's and ``M = (P + Q) / 2``:
+
+    * ``"jsd"``: the Jensen-Shannon divergence ``0.5 * (KL(P || M) + KL(Q || M))``
+      ``= 0.5 * (sum P log P + sum Q log Q) - sum M log M``;
+    * ``"dola"``: transformers 4.55.4's ``0.5 * (KL(M || P) + KL(M || Q))``
+      ``= sum M (log M - (log P + log Q) / 2)``.
+
+    Args:
+        final: ``(N, V)`` the final layer's logits (or log-probabilities: the same distributions).
+        premature: ``(C, N, V)`` the candidates' logits.
+        kind: ``"jsd"`` or ``"dola"``.
+        workspace: three ``(C, N, V)`` buffers kept between calls (new ones if None).
+        normalised: ``final`` holds log-probabilities already (the processor's, computed once a step).
+
+    One exponential and one logarithm per element, and no ``(C, N, V)`` allocation: ``log Q`` and ``Q`` are
+    kept unnormalised (the shifted logits ``S = log Q + log Z`` and ``E = Z Q``) and the normaliser ``Z``
+    enters each sum as a constant per row; ``M`` then overwrites ``S`` and ``log M`` ``E``. The sums are
+    those of the formulas above, grouped otherwise: equal up to float rounding.
     """
-    p = torch.clamp_min(logp, _EXP_FLOOR).exp_() if p is None else p
-    q = torch.clamp_min(logq, _EXP_FLOOR).exp_() if q is None else q
-    m = torch.add(p, q).mul_(0.5).clamp_min_(torch.finfo(torch.float32).tiny)  # 0 only where p and q are
-    log_m = torch.log(m)
-    dot = torch.linalg.vecdot
-    return 0.5 * (dot(p, logp - log_m) + dot(q, logq - log_m))
+    if normalised:
+        log_p = final.float()
+        p = torch.clamp_min(log_p, _EXP_FLOOR).exp_()  # a new tensor: log_p is the caller's
+    else:
+        log_p, p = _log_softmax_and_softmax(final)  # (N, V)
+    x = premature.float()
+    s, e, t = (workspace or _Workspace()).get(x)
+    torch.sub(x, x.amax(dim=-1, keepdim=True), out=s)  # log Q + log Z
+    torch.clamp_min(s, _EXP_FLOOR, out=e).exp_()  # Z Q
+    z = e.sum(dim=-1)  # (C, N)
+    log_z = z.log()
+    if kind == "dola":
+        torch.add(s, log_p, out=t)  # log P + log Q + log Z
+    else:
+        q_logq = torch.mul(e, s, out=t).sum(dim=-1) / z - log_z  # sum Q log Q
+    m = torch.addcdiv(p.mul(0.5), e, (2.0 * z)[..., None], out=s)  # (P + Q) / 2, >= exp(-61) / V
+    log_m = torch.log(m, out=e)
+    if kind == "dola":
+        # sum M (log M - (log P + log Q) / 2) = sum M (log M - t / 2) + (log Z / 2) sum M
+        torch.add(log_m, t, alpha=-0.5, out=t)
+        return torch.mul(m, t, out=t).sum(dim=-1) + 0.5 * log_z * m.sum(dim=-1)
+    m_logm = torch.mul(m, log_m, out=t).sum(dim=-1)
+    return 0.5 * (torch.linalg.vecdot(p, log_p) + q_logq) - m_logm
 
 
-def _dola_divergence(final: torch.Tensor, premature: torch.Tensor) -> torch.Tensor:
+def _jsd(
+    final: torch.Tensor,
+    premature: torch.Tensor,
+    workspace: _Workspace | None = None,
+    normalised: bool = False,
+) -> torch.Tensor:
+    """``(C, N)``: the Jensen-Shannon divergence (natural log) of each candidate's distribution from the final
+    layer's, row by row (see :func:`_divergences`)."""
+    return _divergences(final, premature, "jsd", workspace, normalised)
+
+
+def _dola_divergence(
+    final: torch.Tensor,
+    premature: torch.Tensor,
+    workspace: _Workspace | None = None,
+    normalised: bool = False,
+) -> torch.Tensor:
     """transformers 4.55.4's divergence of each candidate from the final layer (``_dola_select_contrast``).
 
     Args:
         final: ``(N, V)`` the final layer's logits.
         premature: ``(C, N, V)`` the candidates' logits.
+        workspace: buffers kept between calls (a decoding step calls this once per token).
+        normalised: ``final`` holds log-probabilities already.
 
     Returns:
         ``(C,)`` fp32: ``0.5 * (KL(M || P) + KL(M || Q_k))`` averaged over the vocabulary, then over the rows
-        (4.55 computes ``F.kl_div(log p, M)`` and ``F.kl_div(log q_k, M)``, ``M = (P + Q_k) / 2``), term by
-        term as 4.55 does, so equal up to float rounding; with one exponential and one logarithm per
-        element where 4.55 runs softmax and log-softmax side by side and ``F.kl_div``'s (unvectorised)
-        ``xlogy`` twice.
+        (4.55 computes ``F.kl_div(log p, M)`` and ``F.kl_div(log q_k, M)``, ``M = (P + Q_k) / 2``, term by
+        term), equal up to float rounding (see :func:`_divergences`).
     """
-    log_final, p = _log_softmax_and_softmax(final)  # (N, V)
-    log_premature, m = _log_softmax_and_softmax(premature)  # (C, N, V)
-    m.add_(p).mul_(0.5)  # (C, N, V): M, > 0
-    log_m = torch.log(m)
-    dot = torch.linalg.vecdot
-    kl_premature = dot(m, log_m - log_premature)  # (C, N): sum M (log M - log q)
-    kl_final = dot(m, log_m.sub_(log_final))  # (C, N): sum M (log M - log p)
-    return (0.5 * (kl_final + kl_premature)).mean(-1) / final.shape[-1]
+    return _divergences(final, premature, "dola", workspace, normalised).mean(-1) / final.shape[-1]
 
 
-def _dola_layer(final: torch.Tensor, premature: torch.Tensor) -> torch.Tensor:
+def _dola_layer(
+    final: torch.Tensor,
+    premature: torch.Tensor,
+    workspace: _Workspace | None = None,
+    normalised: bool = False,
+) -> torch.Tensor:
     """``(1,)`` long: the candidate 4.55 contrasts, the largest :func:`_dola_divergence` (first on ties), left
     on the device (4.55 reads it back with ``.item()``)."""
-    return _dola_divergence(final, premature).argmax().view(1)
+    return _dola_divergence(final, premature, workspace, normalised).argmax().view(1)
 
 
 @strategy

@@ -82,8 +82,42 @@ def plausible_head(expert_logprobs: torch.Tensor, alpha: float) -> torch.Tensor:
     return expert_logprobs >= cutoff
 
 
+class ExpertStep:
+    """One step's expert log-probabilities and plausible head, each computed once and only when asked for.
+
+    A processor builds one per call and hands it to the amateur and to :func:`contrast_scores`, which would
+    otherwise each take the expert's ``log_softmax`` and head again (three ``(N, V)`` passes apiece)."""
+
+    def __init__(self, logits: torch.Tensor, alpha: float) -> None:
+        self.logits = logits  # (N, V) as given
+        self.alpha = alpha
+        self._logprobs: torch.Tensor | None = None
+        self._head: torch.Tensor | None = None
+
+    @property
+    def logprobs(self) -> torch.Tensor:
+        """``(N, V)`` fp32 ``log_softmax`` of the logits."""
+        if self._logprobs is None:
+            self._logprobs = torch.log_softmax(self.logits.float(), dim=-1)
+        return self._logprobs
+
+    @property
+    def head(self) -> torch.Tensor:
+        """``(N, V)`` bool: :func:`plausible_head` of :attr:`logprobs` at ``alpha``."""
+        if self._head is None:
+            self._head = plausible_head(self.logprobs, self.alpha)
+        return self._head
+
+    def of(self, logits: torch.Tensor, alpha: float) -> bool:
+        """Whether this step was built from ``logits`` (the same tensor) at ``alpha``."""
+        return self.logits is logits and self.alpha == alpha
+
+
 def contrast_scores(
-    expert_logits: torch.Tensor, amateur_logits: torch.Tensor, config: ContrastConfig
+    expert_logits: torch.Tensor,
+    amateur_logits: torch.Tensor,
+    config: ContrastConfig,
+    step: ExpertStep | None = None,
 ) -> torch.Tensor:
     """Score every token by expert vs amateur, ``-inf`` outside the expert's plausible head.
 
@@ -92,6 +126,10 @@ def contrast_scores(
         amateur_logits: ``(B, V')`` amateur logits on the expert's device, ``V' >= V`` allowed when the
             amateur's lm_head is padded past the tokenizer: the extra columns are dropped.
             Columns the expert has and the amateur lacks are an error.
+
+        config: the form and its weights.
+        step: the expert's log-probabilities and head, when the caller has them already; it must have been
+            built from ``expert_logits`` at ``config.alpha``.
 
     Returns:
         ``(B, V)`` fp32 scores, a new tensor.
@@ -107,10 +145,14 @@ def contrast_scores(
             f"amateur_logits shape {tuple(amateur_logits.shape)} does not match expert_logits "
             f"{tuple(expert_logits.shape)} outside the vocabulary dimension"
         )
-    z_e = torch.log_softmax(expert_logits.float(), dim=-1)
+    if step is None:
+        step = ExpertStep(expert_logits, config.alpha)
+    elif not step.of(expert_logits, config.alpha):
+        raise ValueError("step was built from other expert logits or another alpha than this call's")
+    z_e = step.logprobs
     z_a = torch.log_softmax(amateur_logits[..., :vocab].float().to(z_e.device) / config.tau, dim=-1)
     if config.form == "difference":
         scores = z_e - config.gamma * z_a
     else:
         scores = (1.0 + config.beta) * z_e - config.beta * z_a
-    return scores.masked_fill(~plausible_head(z_e, config.alpha), float("-inf"))
+    return scores.masked_fill_(~step.head, float("-inf"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from counterpoint.decoding import (
     input_contrast,
     layer_contrast,
 )
+from counterpoint.decoding.scores import ExpertStep, contrast_scores, plausible_head
 from tests.decoding import contrast_reference as ref
 from tests.tiny_models import EOS_ID, MIXED_PROMPTS, PAD_ID, VOCAB, left_padded_batch, tiny_gpt2, tiny_llama
 
@@ -277,6 +279,28 @@ def test_mismatched_tokenizers_are_refused(expert, amateur):
             expert, batch, custom_generate=contrastive_decoding, amateur_model=amateur,
             expert_tokenizer=_word_tokenizer(VOCAB), amateur_tokenizer=_word_tokenizer(VOCAB, offset=1),
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("form", ["difference", "beta"])
+def test_contrast_scores_with_the_expert_step_computed_once(form):
+    """Scores from a shared ExpertStep (the processor's path) are those computed from scratch; a step built
+    from other logits or another alpha is refused."""
+    gen = torch.Generator().manual_seed(0)
+    expert, amateur = torch.randn(3, 50, generator=gen) * 3, torch.randn(3, 50, generator=gen) * 3
+    config = ContrastConfig(form=form, alpha=0.2, tau=0.5)
+    step = ExpertStep(expert, config.alpha)
+    assert torch.equal(step.head, plausible_head(torch.log_softmax(expert, -1), 0.2))
+    assert torch.equal(
+        contrast_scores(expert, amateur, config, step), contrast_scores(expert, amateur, config)
+    )
+    z_e, z_a = torch.log_softmax(expert, -1), torch.log_softmax(amateur / 0.5, -1)
+    want = z_e - z_a if form == "difference" else 1.5 * z_e - 0.5 * z_a
+    want[z_e < z_e.max(-1, keepdim=True).values + math.log(0.2)] = float("-inf")
+    torch.testing.assert_close(contrast_scores(expert, amateur, config, step), want)
+    with pytest.raises(ValueError, match="other expert logits or another alpha"):
+        contrast_scores(expert.clone(), amateur, config, step)
+    with pytest.raises(ValueError, match="other expert logits or another alpha"):
+        contrast_scores(expert, amateur, ContrastConfig(form=form, alpha=0.3), step)
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,43 @@ def test_jsd_is_the_jensen_shannon_divergence(seed):
     )
 
 
+@pytest.mark.parametrize("kind", ["jsd", "dola"])
+def test_divergences_from_log_probabilities_and_a_kept_workspace_are_the_same(kind):
+    """The processor's path (the expert's log-probabilities computed once, buffers kept between steps whose
+    shapes change) gives the values of the plain call, and the buffers are reused, not reallocated."""
+    gen = torch.Generator().manual_seed(3)
+    workspace = layer_module._Workspace()
+    kept = None
+    for c, n, v in [(3, 4, 700), (3, 4, 700), (2, 5, 300), (2, 5, 300)]:
+        final = torch.randn(n, v, generator=gen) * 4
+        premature = torch.randn(c, n, v, generator=gen) * 30  # log-probabilities down to about -100 and below
+        want = layer_module._divergences(final, premature, kind)
+        got = layer_module._divergences(
+            torch.log_softmax(final, -1), premature, kind, workspace, normalised=True
+        )
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        assert torch.equal(got.argmax(0), want.argmax(0))
+        buffers = workspace.get(premature)
+        assert all(b.shape == (c, n, v) for b in buffers)
+        if kept is not None and kept[0].shape == (c, n, v):  # the same shape again: the same memory
+            assert [b.data_ptr() for b in buffers] == [b.data_ptr() for b in kept]
+        kept = buffers
+
+
+def test_dola_divergence_survives_raw_layers_far_below_the_exp_floor():
+    """A raw premature layer's logits spread over thousands (no final norm): the floored exponentials leave
+    4.55's divergence and its pick unchanged."""
+    gen = torch.Generator().manual_seed(0)
+    final = torch.randn(4, 2000, generator=gen) * 5
+    premature = torch.randn(3, 4, 2000, generator=gen) * torch.tensor([300.0, 30.0, 3.0])[:, None, None]
+    candidates = [1, 2, 3]
+    want_layer, want_js = dola_select_contrast_4_55(
+        candidates, dict(zip(candidates, premature, strict=True)), final
+    )
+    torch.testing.assert_close(layer_module._dola_divergence(final, premature), want_js, rtol=1e-5, atol=1e-9)
+    assert candidates[int(layer_module._dola_layer(final, premature))] == want_layer
+
+
 def test_project_equals_the_lm_head():
     """The lm_head applied as one W @ X^T gives F.linear's values (float rounding aside), bias included."""
     model = tiny_llama(seed=0, n_layer=3)
@@ -162,7 +199,7 @@ def test_dola_runs_under_beam_search_and_every_row_of_a_batch_shares_one_layer()
     batch = left_padded_batch(MIXED_PROMPTS)
     picks = []
     choose = layer_module._dola_layer
-    layer_module._dola_layer = lambda final, premature: picks.append(choose(final, premature)) or picks[-1]
+    layer_module._dola_layer = lambda *args, **kw: picks.append(choose(*args, **kw)) or picks[-1]
     try:
         out = model.generate(
             **batch, max_new_tokens=4, num_beams=2, custom_generate=layer_contrast, amateur_layers="low",

@@ -138,8 +138,8 @@ def ours(model, batch, layers, extra, seed):
     picks = []
     choose = layer_module._dola_layer
 
-    def recording(final, premature):
-        pick = choose(final, premature)
+    def recording(*args, **kwargs):
+        pick = choose(*args, **kwargs)
         picks.append(pick)
         return pick
 
