@@ -558,8 +558,9 @@ def _divergences(
     log_m = torch.log(m, out=e)
     if kind == "dola":
         # sum M (log M - (log P + log Q) / 2) = sum M (log M - t / 2) + (log Z / 2) sum M
+        # (sum M = (sum P + 1) / 2: Q's normaliser is this z)
         torch.add(log_m, t, alpha=-0.5, out=t)
-        return torch.mul(m, t, out=t).sum(dim=-1) + 0.5 * log_z * m.sum(dim=-1)
+        return torch.mul(m, t, out=t).sum(dim=-1) + 0.25 * log_z * (p.sum(dim=-1) + 1.0)
     m_logm = torch.mul(m, log_m, out=t).sum(dim=-1)
     return 0.5 * (torch.linalg.vecdot(p, log_p) + q_logq) - m_logm
 

@@ -78,7 +78,7 @@ def plausible_head(expert_logprobs: torch.Tensor, alpha: float) -> torch.Tensor:
     """
     if alpha == 0:
         return torch.ones_like(expert_logprobs, dtype=torch.bool)
-    cutoff = expert_logprobs.max(dim=-1, keepdim=True).values + math.log(alpha)
+    cutoff = expert_logprobs.amax(dim=-1, keepdim=True) + math.log(alpha)
     return expert_logprobs >= cutoff
 
 
