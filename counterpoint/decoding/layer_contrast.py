@@ -307,15 +307,16 @@ class LayerContrast(ContrastLogitsProcessor):
     def _choose(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """The amateur of every row, from the whole lm_head: ``(C, N, H)`` states -> ``(N, V)``."""
         if self.layer_mode == "dola":
-            logits = self._project(hidden).to(scores.device)  # (C, N, V) raw states, no final norm
-            if logits.shape[0] == 1:
-                return logits[0]
+            if hidden.shape[0] == 1:
+                return self._project(hidden)[0].to(scores.device)  # (N, V) raw states, no final norm
+            logits = self._project(hidden, keep=True).to(scores.device)  # (C, N, V); copied out below
             final = self._expert_step(scores).logprobs  # (N, V), computed once for this and the scores
             pick = _dola_layer(
                 final, logits, self._workspace, normalised=True
             )  # (1,) one layer for the batch
             return logits.index_select(0, pick)[0]  # (N, V)
-        logits = self._project(self._norm(hidden)).float().to(scores.device)  # (C, N, V)
+        jsd = self.layer_mode == "jsd"  # copies out the rows it returns: the projection may use kept buffers
+        logits = self._project(self._norm(hidden), keep=jsd).float().to(scores.device)  # (C, N, V)
         if self.layer_mode == "fixed":
             return logits[0]
         if self.layer_mode == "fusion":
@@ -343,8 +344,11 @@ class LayerContrast(ContrastLogitsProcessor):
         out[rows] = self._choose(hidden[:, rows.to(hidden.device)], scores[rows]).float()
         return out
 
-    def _project(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _project(self, hidden: torch.Tensor, keep: bool = False) -> torch.Tensor:
         """``(C, N, H)`` hidden states through the lm_head: ``(C, N, V)``, in the lm_head's dtype.
+
+        ``keep``: write into the processor's kept buffers (an fp32 head), valid until the next call: for
+        callers that copy out what they return (jsd, dola).
 
         A plain ``nn.Linear`` head is applied as one ``W @ X^T`` over the ``C x N`` columns: on a CPU, for
         the few rows of a decoding step, that streams the weight once where ``F.linear`` (``X @ W^T``) is
@@ -356,10 +360,19 @@ class LayerContrast(ContrastLogitsProcessor):
         c, n, h = hidden.shape
         columns = hidden.reshape(c * n, h).to(weight.dtype).T  # (H, C*N)
         bias = self._head.bias
-        out = (
-            torch.mm(weight, columns) if bias is None else torch.addmm(bias[:, None], weight, columns)
-        )  # (V, C*N)
-        return out.T.reshape(c, n, -1).contiguous()
+        if not keep or weight.dtype != torch.float32:
+            out = (
+                torch.mm(weight, columns) if bias is None else torch.addmm(bias[:, None], weight, columns)
+            )  # (V, C*N)
+            return out.T.reshape(c, n, -1).contiguous()
+        ws, v = self._workspace, weight.shape[0]
+        with torch.no_grad():  # out= takes no gradient; the processor needs none
+            out = ws.get("mm", (v, c * n), weight.device)  # (V, C*N)
+            if bias is None:
+                torch.mm(weight, columns, out=out)
+            else:
+                torch.addmm(bias[:, None], weight, columns, out=out)
+            return ws.get("logits", (c, n, v), weight.device).copy_(out.T.view(c, n, v))
 
     def _head_scores(self, hidden: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
         """The contrast scores with the amateur computed on the union of the rows' plausible heads only.
@@ -493,22 +506,24 @@ def _log_softmax_and_softmax(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 class _Workspace:
-    """Three fp32 buffers the shape of the candidates' logits, kept from step to step.
+    """fp32 buffers kept from step to step, by name, each reallocated only when its shape changes.
 
     A decoding step's ``(C, N, V)`` temporaries are megabytes each; freshly allocated at every step, the
     allocator hands them back to the system and takes them again, and the page faults cost more than the
     arithmetic (on SmolLM2 at batch 8, twice the divergence itself)."""
 
     def __init__(self) -> None:
-        self._buffers: tuple[torch.Tensor, ...] = ()
+        self._buffers: dict[str, torch.Tensor] = {}
 
-    def get(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        b = self._buffers
-        if not b or b[0].shape != like.shape or b[0].device != like.device:
-            b = self._buffers = tuple(
-                torch.empty(like.shape, dtype=torch.float32, device=like.device) for _ in range(3)
-            )
+    def get(self, name: str, shape: tuple[int, ...] | torch.Size, device: torch.device) -> torch.Tensor:
+        b = self._buffers.get(name)
+        if b is None or b.shape != shape or b.device != device:
+            b = self._buffers[name] = torch.empty(shape, dtype=torch.float32, device=device)
         return b
+
+    def three(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The divergence's three buffers, shaped like ``like``."""
+        return tuple(self.get(k, like.shape, like.device) for k in ("s", "e", "t"))  # type: ignore[return-value]
 
 
 def _divergences(
@@ -545,7 +560,7 @@ def _divergences(
     else:
         log_p, p = _log_softmax_and_softmax(final)  # (N, V)
     x = premature.float()
-    s, e, t = (workspace or _Workspace()).get(x)
+    s, e, t = (workspace or _Workspace()).three(x)
     torch.sub(x, x.amax(dim=-1, keepdim=True), out=s)  # log Q + log Z
     torch.clamp_min(s, _EXP_FLOOR, out=e).exp_()  # Z Q
     z = e.sum(dim=-1)  # (C, N)

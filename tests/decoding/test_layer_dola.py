@@ -94,7 +94,7 @@ def test_divergences_from_log_probabilities_and_a_kept_workspace_are_the_same(ki
         )
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
         assert torch.equal(got.argmax(0), want.argmax(0))
-        buffers = workspace.get(premature)
+        buffers = workspace.three(premature)
         assert all(b.shape == (c, n, v) for b in buffers)
         if kept is not None and kept[0].shape == (c, n, v):  # the same shape again: the same memory
             assert [b.data_ptr() for b in buffers] == [b.data_ptr() for b in kept]
@@ -121,9 +121,13 @@ def test_project_equals_the_lm_head():
     proc = LayerContrast(model, [0, 1], "dola")
     hidden = torch.randn(2, 5, 32)
     torch.testing.assert_close(proc._project(hidden), model.lm_head(hidden), rtol=1e-5, atol=1e-5)
+    kept = proc._project(hidden, keep=True)  # into the processor's buffers: the same values, the same memory
+    assert torch.equal(kept, proc._project(hidden))
+    assert proc._project(hidden + 1, keep=True).data_ptr() == kept.data_ptr()
     model.lm_head = torch.nn.Linear(32, model.config.vocab_size, bias=True)
     proc._head = model.lm_head
     torch.testing.assert_close(proc._project(hidden), model.lm_head(hidden), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(proc._project(hidden, keep=True), model.lm_head(hidden), rtol=1e-5, atol=1e-5)
     proc.close()
 
 

@@ -56,10 +56,10 @@ def count_full_heads(model):
 
     project = LayerContrast._project
 
-    def counted_project(self, hidden):
+    def counted_project(self, hidden, keep=False):
         if self.model is model:
             on_head()
-        return project(self, hidden)
+        return project(self, hidden, keep)
 
     hooks = [model.register_forward_hook(on_forward), model.lm_head.register_forward_hook(on_head)]
     LayerContrast._project = counted_project
