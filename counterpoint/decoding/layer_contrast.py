@@ -491,7 +491,7 @@ def _remove_hooks(handles: list[Any]) -> None:
 # exp() of a float32 below about -87 gives a subnormal or 0, and a product or quotient that lands there is
 # computed far slower by the CPU (a raw premature layer's log-probabilities reach -1000 on SmolLM2).
 # Probabilities are floored at exp(-60) ~ 8.8e-27 before normalising, so that they, and the mixtures made
-# from them, stay normal floats for any vocabulary below 2**40 tokens: a sum over a vocabulary cannot see
+# from them, stay normal floats for any vocabulary below 2**38 tokens: a sum over a vocabulary cannot see
 # the difference in float32 (V * 8.8e-27 * |log| is far below one ulp of the sums it enters).
 _EXP_FLOOR = -60.0
 
